@@ -1,0 +1,120 @@
+// The interface every backend implements: memory (tensors) and the ops the architectures are
+// written in. Kept small, as ggml-backend's: a new backend implements this file and nothing in
+// core/ changes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace ds {
+
+enum class DType : uint8_t { kF32, kI32 };
+size_t DTypeSize(DType t);
+
+// A 2-D view of backend memory: `rows` x `cols` elements, rows `stride` elements apart.
+// Column ranges of a tensor are views too, which is how heads and the parts of a fused
+// projection ([c_kv | k_pe]) are addressed without copies. `storage` keeps the allocation alive.
+struct Tensor {
+  std::shared_ptr<void> storage;
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t stride = 0;
+
+  bool valid() const { return data != nullptr; }
+  bool contiguous() const { return stride == cols; }
+  size_t nbytes() const { return static_cast<size_t>(rows * cols) * DTypeSize(dtype); }
+  Tensor Rows(int64_t begin, int64_t n) const;
+  Tensor Cols(int64_t begin, int64_t n) const;
+  template <typename T>
+  T* ptr() const { return static_cast<T*>(data); }
+};
+
+// A position-wise rotary embedding: rot_dim/2 inverse frequencies and the scale YaRN puts on
+// cos and sin (transformers' attention_scaling).
+struct RopeTable {
+  Tensor inv_freq;  // [1, rot_dim / 2] f32
+  float attention_factor = 1.0f;
+};
+
+enum class RopeLayout {
+  kHalf,        // pairs (x[i], x[i + d/2]): Llama, Qwen2 (rotate_half)
+  kInterleaved  // pairs (x[2i], x[2i+1]): DeepSeek-V3 (transformers' rope_interleave)
+};
+
+struct AttentionShape {
+  int64_t n_heads = 0;     // query heads; head h reads kv head h / (n_heads / n_kv_heads)
+  int64_t n_kv_heads = 0;
+  int64_t head_dim_qk = 0;
+  int64_t head_dim_v = 0;
+  float scale = 1.0f;
+  int64_t pos0 = 0;        // position of query row 0; row t attends to key rows 0..pos0+t
+};
+
+struct MoeRouting {
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  int64_t top_k = 1;
+  bool norm_topk_prob = true;
+  float routed_scaling_factor = 1.0f;
+};
+
+// SwiGLU MLP weights (an expert, a shared expert, a dense layer's MLP).
+struct MlpWeights {
+  Tensor gate_proj, up_proj, down_proj;  // [inter, hidden], [inter, hidden], [hidden, inter]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // Memory. Allocation failure is DS_ERR_OUT_OF_MEMORY naming the size.
+  virtual absl::StatusOr<Tensor> Alloc(DType dtype, int64_t rows, int64_t cols) = 0;
+  // Host <-> tensor, host side contiguous rows x cols.
+  virtual absl::Status Upload(const void* host, const Tensor& dst) = 0;
+  virtual absl::Status Download(const Tensor& src, void* host) = 0;
+
+  // Ops. Shapes are the caller's contract (core/arch/ops.cc checks them); an op reports a device
+  // or library failure through its status.
+  // y = x · wᵀ (+ bias): x [m, k], w [n, k], bias [1, n] or null, y [m, n]
+  virtual absl::Status Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
+  // y = x / rms(x) * weight, per row; weight [1, cols]
+  virtual absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) = 0;
+  virtual absl::Status Add(const Tensor& a, const Tensor& b, const Tensor& y) = 0;
+  // y = silu(gate) * up
+  virtual absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) = 0;
+  // y[i] = table[ids[i]]: ids [1, n] i32, y [n, cols]
+  virtual absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) = 0;
+  virtual absl::Status Copy(const Tensor& src, const Tensor& dst) = 0;
+  // Rotates, in place, rot_dim values of each of n_heads heads that start head_stride apart in
+  // every row of x; row t is at position pos0 + t.
+  virtual absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
+                            const RopeTable& table, RopeLayout layout, int64_t pos0) = 0;
+  // Causal softmax attention. q [T, n_heads * head_dim_qk], k [S, n_kv_heads * head_dim_qk],
+  // v [S, n_kv_heads * head_dim_v], out [T, n_heads * head_dim_v], S >= pos0 + T.
+  virtual absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const AttentionShape& shape, const Tensor& out) = 0;
+  // DeepSeek-V3 routing: sigmoid scores, e_score_correction_bias for the choice only,
+  // group-limited top-k (noaux_tc), weights from the plain scores.
+  // logits [T, E], bias [1, E] -> ids [T, top_k] i32, weights [T, top_k] f32.
+  virtual absl::Status MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
+                                const Tensor& ids, const Tensor& weights) = 0;
+  // out[t] = sum_j weights[t, j] * expert[ids[t, j]](x[t]); out [T, hidden] is overwritten.
+  virtual absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                           const std::vector<MlpWeights>& experts, const Tensor& out) = 0;
+};
+
+struct BackendOptions {
+  int n_threads = 0;  // 0: the machine's cores
+};
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const BackendOptions& options);
+
+}  // namespace ds

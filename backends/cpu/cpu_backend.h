@@ -1,0 +1,64 @@
+// The CPU backend: float32 compute, oneDNN for matmul, OpenMP threads for the rest.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "backends/backend.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace ds {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads);
+  const char* name() const override { return "cpu"; }
+  int n_threads() const { return n_threads_; }
+
+  absl::StatusOr<Tensor> Alloc(DType dtype, int64_t rows, int64_t cols) override;
+  absl::Status Upload(const void* host, const Tensor& dst) override;
+  absl::Status Download(const Tensor& src, void* host) override;
+
+  absl::Status Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override;
+  absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) override;
+  absl::Status Add(const Tensor& a, const Tensor& b, const Tensor& y) override;
+  absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) override;
+  absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
+  absl::Status Copy(const Tensor& src, const Tensor& dst) override;
+  absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
+                    const RopeTable& table, RopeLayout layout, int64_t pos0) override;
+  absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                         const AttentionShape& shape, const Tensor& out) override;
+  absl::Status MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
+                        const Tensor& ids, const Tensor& weights) override;
+  absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                   const std::vector<MlpWeights>& experts, const Tensor& out) override;
+
+ private:
+  // (m, k, n, x stride, w stride, y stride, bias): one oneDNN primitive per shape, made once.
+  using MatmulKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+  struct MatmulEntry {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul primitive;
+  };
+  absl::StatusOr<MatmulEntry> MatmulPrimitive(const MatmulKey& key);
+
+  int n_threads_;
+  dnnl::engine engine_;
+  std::mutex matmul_mutex_;
+  std::map<MatmulKey, MatmulEntry> matmuls_;
+};
+
+// Runs the calling thread's OpenMP regions (ours and oneDNN's) on n threads, and restores the
+// caller's setting after: the host program's threads are not ours to reconfigure.
+class ScopedOmpThreads {
+ public:
+  explicit ScopedOmpThreads(int n);
+  ~ScopedOmpThreads();
+
+ private:
+  int saved_;
+};
+
+}  // namespace ds

@@ -1,0 +1,55 @@
+// y = x · wᵀ (+ bias) through oneDNN. Weights stay [n, k] row-major, as checkpoints store them;
+// oneDNN reads them as a transposed [k, n] through strides.
+#include <omp.h>
+
+#include "absl/strings/str_cat.h"
+#include "backends/cpu/cpu_backend.h"
+
+namespace ds {
+
+absl::StatusOr<CpuBackend::MatmulEntry> CpuBackend::MatmulPrimitive(const MatmulKey& key) {
+  std::lock_guard<std::mutex> lock(matmul_mutex_);
+  if (auto it = matmuls_.find(key); it != matmuls_.end()) return it->second;
+  const auto [m, k, n, x_stride, w_stride, y_stride, has_bias] = key;
+  using md = dnnl::memory::desc;
+  using dt = dnnl::memory::data_type;
+  try {
+    const md x_md({m, k}, dt::f32, dnnl::memory::dims{x_stride, 1});
+    const md w_md({k, n}, dt::f32, dnnl::memory::dims{1, w_stride});
+    const md y_md({m, n}, dt::f32, dnnl::memory::dims{y_stride, 1});
+    const md b_md = has_bias ? md({1, n}, dt::f32, dnnl::memory::dims{n, 1}) : md();
+    const dnnl::matmul::desc desc(x_md, w_md, b_md, y_md);
+    const dnnl::matmul::primitive_desc pd(desc, engine_);
+    MatmulEntry entry{pd, dnnl::matmul(pd)};
+    matmuls_.emplace(key, entry);
+    return entry;
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat("oneDNN matmul [", m, "x", k, "]·[", n, "x", k,
+                                            "]ᵀ: ", e.what()));
+  }
+}
+
+absl::Status CpuBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
+  if (x.rows == 0) return absl::OkStatus();
+  const MatmulKey key{x.rows, x.cols, w.rows, x.stride, w.stride, y.stride, bias != nullptr};
+  auto entry = MatmulPrimitive(key);
+  if (!entry.ok()) return entry.status();
+  try {
+    const auto& pd = entry->pd;
+    dnnl::memory x_mem(pd.src_desc(), engine_, x.data);
+    dnnl::memory w_mem(pd.weights_desc(), engine_, w.data);
+    dnnl::memory y_mem(pd.dst_desc(), engine_, y.data);
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, y_mem}};
+    if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), engine_, bias->data));
+    ScopedOmpThreads threads(n_threads_);
+    dnnl::stream stream(engine_);
+    entry->primitive.execute(stream, args);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat("oneDNN matmul: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ds

@@ -1,0 +1,139 @@
+// Llama and Qwen2 (the DeepSeek-R1 distills), as transformers' modeling_llama.py and
+// modeling_qwen2.py: pre-norm blocks, grouped-query attention with rotate-half rope, SwiGLU MLP.
+// Qwen2 is Llama with biases on q/k/v.
+#include <cmath>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "core/arch/model.h"
+#include "core/arch/rope.h"
+#include "core/status.h"
+
+namespace ds {
+namespace {
+
+struct Linear {
+  Tensor weight;
+  std::optional<Tensor> bias;
+};
+
+struct Attention {
+  Linear q_proj, k_proj, v_proj, o_proj;
+};
+
+struct Block {
+  Tensor input_layernorm, post_attention_layernorm;
+  Attention self_attn;
+  MlpWeights mlp;
+};
+
+class Llama final : public Model {
+ public:
+  explicit Llama(const ModelConfig& c) : c_(c) {}
+
+  absl::Status Load(WeightLoader& w);
+
+  std::vector<int64_t> CacheWidths() const override {
+    return {c_.num_key_value_heads * c_.head_dim, c_.num_key_value_heads * c_.head_dim};
+  }
+  int64_t n_layers() const override { return c_.num_hidden_layers; }
+
+  Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, int64_t pos0) const override {
+    Tensor x = ops.Embedding(embed_tokens_, ids);
+    for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
+      const Block& layer = layers_[i];
+      Tensor h = ops.RmsNorm(x, layer.input_layernorm, eps());
+      x = ops.Add(x, SelfAttention(ops, layer.self_attn, h, cache, i, pos0));
+      h = ops.RmsNorm(x, layer.post_attention_layernorm, eps());
+      x = ops.Add(x, ops.Mlp(h, layer.mlp));
+    }
+    return ops.RmsNorm(x, norm_, eps());
+  }
+
+  Tensor LmHead(Ops& ops, const Tensor& hidden) const override { return ops.Linear(hidden, lm_head_); }
+
+ private:
+  float eps() const { return static_cast<float>(c_.rms_norm_eps); }
+
+  static Tensor Project(Ops& ops, const Tensor& x, const Linear& l) {
+    return ops.Linear(x, l.weight, l.bias ? &*l.bias : nullptr);
+  }
+
+  Tensor SelfAttention(Ops& ops, const Attention& a, const Tensor& x, KvCache& cache, int64_t layer,
+                       int64_t pos0) const {
+    const int64_t T = x.rows, d = c_.head_dim;
+    Tensor q = Project(ops, x, a.q_proj);  // [T, heads * d]
+    Tensor k = Project(ops, x, a.k_proj);  // [T, kv_heads * d]
+    Tensor v = Project(ops, x, a.v_proj);
+    ops.Rope(q, c_.num_attention_heads, d, d, rope_, RopeLayout::kHalf, pos0);
+    ops.Rope(k, c_.num_key_value_heads, d, d, rope_, RopeLayout::kHalf, pos0);
+    Tensor k_cache = cache.Rows(layer, 0, pos0 + T), v_cache = cache.Rows(layer, 1, pos0 + T);
+    Tensor k_new = k_cache.Rows(pos0, T), v_new = v_cache.Rows(pos0, T);
+    ops.Copy(k, k_new);
+    ops.Copy(v, v_new);
+    const AttentionShape shape{.n_heads = c_.num_attention_heads,
+                               .n_kv_heads = c_.num_key_value_heads,
+                               .head_dim_qk = d,
+                               .head_dim_v = d,
+                               .scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))),
+                               .pos0 = pos0};
+    Tensor o = ops.Attention(q, k_cache, v_cache, shape);
+    return Project(ops, o, a.o_proj);
+  }
+
+  ModelConfig c_;
+  RopeTable rope_;
+  Tensor embed_tokens_, norm_, lm_head_;
+  std::vector<Block> layers_;
+};
+
+absl::StatusOr<Linear> LoadLinear(WeightLoader& w, const std::string& name, int64_t out, int64_t in, bool bias) {
+  Linear l;
+  DS_ASSIGN_OR_RETURN(l.weight, w.Matrix(name + ".weight", out, in));
+  if (bias) {
+    DS_ASSIGN_OR_RETURN(l.bias, w.Vector(name + ".bias", out));
+  }
+  return l;
+}
+
+absl::Status Llama::Load(WeightLoader& w) {
+  if (c_.mlp_bias) return absl::UnimplementedError("mlp_bias: true is not supported");
+  const int64_t H = c_.hidden_size, d = c_.head_dim;
+  const int64_t q_dim = c_.num_attention_heads * d, kv_dim = c_.num_key_value_heads * d;
+  const RopeFrequencies freq = ComputeRopeFrequencies(c_, d);
+  DS_ASSIGN_OR_RETURN(rope_.inv_freq, w.Upload(freq.inv_freq, 1, static_cast<int64_t>(freq.inv_freq.size())));
+  rope_.attention_factor = freq.attention_factor;
+
+  DS_ASSIGN_OR_RETURN(embed_tokens_, w.Matrix("model.embed_tokens.weight", c_.vocab_size, H));
+  layers_.resize(static_cast<size_t>(c_.num_hidden_layers));
+  for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    Block& b = layers_[i];
+    DS_ASSIGN_OR_RETURN(b.input_layernorm, w.Vector(p + "input_layernorm.weight", H));
+    DS_ASSIGN_OR_RETURN(b.post_attention_layernorm, w.Vector(p + "post_attention_layernorm.weight", H));
+    DS_ASSIGN_OR_RETURN(b.self_attn.q_proj, LoadLinear(w, p + "self_attn.q_proj", q_dim, H, c_.qkv_bias));
+    DS_ASSIGN_OR_RETURN(b.self_attn.k_proj, LoadLinear(w, p + "self_attn.k_proj", kv_dim, H, c_.qkv_bias));
+    DS_ASSIGN_OR_RETURN(b.self_attn.v_proj, LoadLinear(w, p + "self_attn.v_proj", kv_dim, H, c_.qkv_bias));
+    DS_ASSIGN_OR_RETURN(b.self_attn.o_proj, LoadLinear(w, p + "self_attn.o_proj", H, q_dim, c_.o_bias));
+    DS_ASSIGN_OR_RETURN(b.mlp.gate_proj, w.Matrix(p + "mlp.gate_proj.weight", c_.intermediate_size, H));
+    DS_ASSIGN_OR_RETURN(b.mlp.up_proj, w.Matrix(p + "mlp.up_proj.weight", c_.intermediate_size, H));
+    DS_ASSIGN_OR_RETURN(b.mlp.down_proj, w.Matrix(p + "mlp.down_proj.weight", H, c_.intermediate_size));
+  }
+  DS_ASSIGN_OR_RETURN(norm_, w.Vector("model.norm.weight", H));
+  if (c_.tie_word_embeddings) {
+    lm_head_ = embed_tokens_;
+  } else {
+    DS_ASSIGN_OR_RETURN(lm_head_, w.Matrix("lm_head.weight", c_.vocab_size, H));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> LoadLlama(const ModelConfig& config, WeightLoader& loader) {
+  auto model = std::make_unique<Llama>(config);
+  DS_RETURN_IF_ERROR(model->Load(loader));
+  return std::unique_ptr<Model>(std::move(model));
+}
+
+}  // namespace ds

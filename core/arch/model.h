@@ -1,0 +1,45 @@
+// A loaded architecture: its weights on a backend and its forward pass.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "backends/backend.h"
+#include "core/arch/ops.h"
+#include "core/kv_cache.h"
+#include "core/model/config.h"
+#include "core/model/weight_loader.h"
+
+namespace ds {
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // Per-layer cache tensors' widths (the same for every layer).
+  virtual std::vector<int64_t> CacheWidths() const = 0;
+  virtual int64_t n_layers() const = 0;
+
+  // Runs the tokens `ids` ([1, n] i32) at positions pos0 .. pos0+n-1, writing their cache rows,
+  // and returns the last hidden states after the final norm, [n, hidden].
+  virtual Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, int64_t pos0) const = 0;
+  // Logits [rows, vocab] of hidden states.
+  virtual Tensor LmHead(Ops& ops, const Tensor& hidden) const = 0;
+
+  // DeepSeek's next-token-prediction (MTP) layers; 0 where the checkpoint has none.
+  virtual int64_t n_mtp_layers() const { return 0; }
+  // MTP logits for positions pos0..: row i drafts the token after next_ids[i], from hidden[i]
+  // (the main model's last hidden state at that position) and the embedding of next_ids[i]
+  // (the token that followed it). The MTP layer has its own one-layer cache.
+  virtual Tensor MtpForward(Ops& ops, const Tensor& hidden, const Tensor& next_ids, KvCache& mtp_cache,
+                            int64_t pos0) const;
+};
+
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const ModelConfig& config, WeightLoader& loader);
+
+// Per architecture (core/arch/<name>.cc).
+absl::StatusOr<std::unique_ptr<Model>> LoadLlama(const ModelConfig& config, WeightLoader& loader);
+absl::StatusOr<std::unique_ptr<Model>> LoadDeepseekV3(const ModelConfig& config, WeightLoader& loader);
+
+}  // namespace ds

@@ -1,0 +1,124 @@
+#include "core/arch/ops.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace ds {
+
+bool Ops::Check(bool condition, const char* what) {
+  if (!status_.ok()) return false;
+  if (!condition) status_ = absl::InternalError(absl::StrCat("shape mismatch in ", what));
+  return status_.ok();
+}
+
+void Ops::Record(absl::Status s) {
+  if (status_.ok() && !s.ok()) status_ = std::move(s);
+}
+
+Tensor Ops::New(int64_t rows, int64_t cols, DType dtype) {
+  if (!status_.ok()) return {};
+  auto t = backend_.Alloc(dtype, rows, cols);
+  if (!t.ok()) {
+    Record(t.status());
+    return {};
+  }
+  return *std::move(t);
+}
+
+Tensor Ops::Tokens(const int32_t* ids, int64_t n) {
+  Tensor t = New(1, n, DType::kI32);
+  if (ok()) Record(backend_.Upload(ids, t));
+  return t;
+}
+
+void Ops::MatmulInto(const Tensor& x, const Tensor& w, const Tensor& y) {
+  if (!Check(x.valid() && w.valid() && y.valid() && x.cols == w.cols && y.rows == x.rows && y.cols == w.rows, "matmul"))
+    return;
+  Record(backend_.Matmul(x, w, nullptr, y));
+}
+
+Tensor Ops::Linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  if (!Check(x.valid() && w.valid() && x.cols == w.cols && (!bias || bias->cols == w.rows), "linear")) return {};
+  Tensor y = New(x.rows, w.rows);
+  if (ok()) Record(backend_.Matmul(x, w, bias, y));
+  return y;
+}
+
+void Ops::RmsNormInto(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) {
+  if (!Check(x.valid() && y.valid() && weight.cols == x.cols && y.rows == x.rows && y.cols == x.cols, "rms_norm"))
+    return;
+  Record(backend_.RmsNorm(x, weight, eps, y));
+}
+
+Tensor Ops::RmsNorm(const Tensor& x, const Tensor& weight, float eps) {
+  Tensor y = New(x.rows, x.cols);
+  RmsNormInto(x, weight, eps, y);
+  return y;
+}
+
+Tensor Ops::Add(const Tensor& a, const Tensor& b) {
+  if (!Check(a.valid() && b.valid() && a.rows == b.rows && a.cols == b.cols, "add")) return {};
+  Tensor y = New(a.rows, a.cols);
+  if (ok()) Record(backend_.Add(a, b, y));
+  return y;
+}
+
+Tensor Ops::Mlp(const Tensor& x, const MlpWeights& mlp) {
+  Tensor gate = Linear(x, mlp.gate_proj);
+  Tensor up = Linear(x, mlp.up_proj);
+  if (ok()) Record(backend_.SiluMul(gate, up, gate));
+  return Linear(gate, mlp.down_proj);
+}
+
+Tensor Ops::Embedding(const Tensor& table, const Tensor& ids) {
+  if (!Check(table.valid() && ids.valid() && ids.dtype == DType::kI32 && ids.rows == 1, "embedding")) return {};
+  Tensor y = New(ids.cols, table.cols);
+  if (ok()) Record(backend_.Embedding(table, ids, y));
+  return y;
+}
+
+void Ops::Copy(const Tensor& src, const Tensor& dst) {
+  if (!Check(src.valid() && dst.valid() && src.rows == dst.rows && src.cols == dst.cols && src.dtype == dst.dtype, "copy"))
+    return;
+  Record(backend_.Copy(src, dst));
+}
+
+void Ops::Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim, const RopeTable& table,
+               RopeLayout layout, int64_t pos0) {
+  if (!Check(x.valid() && rot_dim % 2 == 0 && table.inv_freq.cols == rot_dim / 2 &&
+                 (n_heads - 1) * head_stride + rot_dim <= x.cols,
+             "rope"))
+    return;
+  Record(backend_.Rope(x, n_heads, head_stride, rot_dim, table, layout, pos0));
+}
+
+Tensor Ops::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& s) {
+  if (!Check(q.valid() && k.valid() && v.valid() && s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0 &&
+                 q.cols == s.n_heads * s.head_dim_qk && k.cols == s.n_kv_heads * s.head_dim_qk &&
+                 v.cols == s.n_kv_heads * s.head_dim_v && k.rows >= s.pos0 + q.rows && v.rows == k.rows,
+             "attention"))
+    return {};
+  Tensor out = New(q.rows, s.n_heads * s.head_dim_v);
+  if (ok()) Record(backend_.Attention(q, k, v, s, out));
+  return out;
+}
+
+std::pair<Tensor, Tensor> Ops::MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& r) {
+  if (!Check(logits.valid() && bias.cols == logits.cols && logits.cols % r.n_group == 0 &&
+                 r.topk_group <= r.n_group && r.top_k <= logits.cols,
+             "moe_route"))
+    return {};
+  Tensor ids = New(logits.rows, r.top_k, DType::kI32);
+  Tensor weights = New(logits.rows, r.top_k);
+  if (ok()) Record(backend_.MoeRoute(logits, bias, r, ids, weights));
+  return {ids, weights};
+}
+
+Tensor Ops::Moe(const Tensor& x, const std::pair<Tensor, Tensor>& routes, const std::vector<MlpWeights>& experts) {
+  const auto& [ids, weights] = routes;
+  if (!Check(x.valid() && ids.valid() && weights.valid() && ids.rows == x.rows, "moe")) return {};
+  Tensor out = New(x.rows, x.cols);
+  if (ok()) Record(backend_.Moe(x, ids, weights, experts, out));
+  return out;
+}
+
+}  // namespace ds

@@ -1,0 +1,49 @@
+// The vocabulary the architectures are written in: backend ops that allocate their outputs,
+// check shapes, and remember the first failure, so that a forward pass reads like the
+// reference Python and its errors surface once, from status(), at the end.
+#pragma once
+
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "backends/backend.h"
+
+namespace ds {
+
+class Ops {
+ public:
+  explicit Ops(Backend& backend) : backend_(backend) {}
+
+  Tensor New(int64_t rows, int64_t cols, DType dtype = DType::kF32);
+  Tensor Tokens(const int32_t* ids, int64_t n);  // [1, n] i32 on the backend
+
+  Tensor Linear(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);  // x · wᵀ + b
+  void MatmulInto(const Tensor& x, const Tensor& w, const Tensor& y);
+  Tensor RmsNorm(const Tensor& x, const Tensor& weight, float eps);
+  void RmsNormInto(const Tensor& x, const Tensor& weight, float eps, const Tensor& y);
+  Tensor Add(const Tensor& a, const Tensor& b);
+  Tensor Mlp(const Tensor& x, const MlpWeights& mlp);  // down(silu(gate(x)) * up(x))
+  Tensor Embedding(const Tensor& table, const Tensor& ids);
+  void Copy(const Tensor& src, const Tensor& dst);
+  void Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim, const RopeTable& table,
+            RopeLayout layout, int64_t pos0);
+  Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape);
+  // -> (ids [T, top_k] i32, weights [T, top_k])
+  std::pair<Tensor, Tensor> MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing);
+  Tensor Moe(const Tensor& x, const std::pair<Tensor, Tensor>& routes, const std::vector<MlpWeights>& experts);
+
+  bool ok() const { return status_.ok(); }
+  const absl::Status& status() const { return status_; }
+  Backend& backend() { return backend_; }
+
+ private:
+  // Records the first failure; later ops become no-ops returning empty tensors.
+  bool Check(bool condition, const char* what);
+  void Record(absl::Status s);
+
+  Backend& backend_;
+  absl::Status status_;
+};
+
+}  // namespace ds

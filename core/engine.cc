@@ -1,0 +1,30 @@
+#include "core/engine.h"
+
+#include "core/model/safetensors.h"
+#include "core/status.h"
+
+namespace ds {
+
+absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_dir, const EngineOptions& options) {
+  std::shared_ptr<Engine> engine(new Engine());
+  DS_ASSIGN_OR_RETURN(engine->config_, LoadModelConfig(model_dir));
+  switch (options.backend) {
+    case BackendKind::kAuto:
+    case BackendKind::kCpu: {
+      DS_ASSIGN_OR_RETURN(engine->backend_, MakeCpuBackend(BackendOptions{.n_threads = options.n_threads}));
+      break;
+    }
+    case BackendKind::kCuda:
+      return absl::UnimplementedError("the CUDA backend is not part of this build yet; use DS_BACKEND_CPU");
+  }
+  // The checkpoint is mapped only while loading: weights are copied to the backend in its own
+  // layout, so nothing points into the files afterwards (a file changed later cannot hurt us).
+  DS_ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(model_dir));
+  WeightLoader loader(checkpoint, engine->config_, *engine->backend_, options.progress);
+  DS_ASSIGN_OR_RETURN(engine->model_, LoadModel(engine->config_, loader));
+  engine->n_parameters_ = loader.n_parameters();
+  engine->weight_bytes_ = loader.weight_bytes();
+  return engine;
+}
+
+}  // namespace ds

@@ -1,0 +1,45 @@
+// An Engine: one model's weights, placed once on one backend. Immutable after Open and shared by
+// any number of sessions and threads.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "backends/backend.h"
+#include "core/arch/model.h"
+#include "core/model/config.h"
+#include "core/model/weight_loader.h"
+
+namespace ds {
+
+enum class BackendKind { kAuto, kCpu, kCuda };
+
+struct EngineOptions {
+  BackendKind backend = BackendKind::kCpu;
+  int n_threads = 0;
+  ProgressFn progress;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::shared_ptr<Engine>> Open(const std::string& model_dir, const EngineOptions& options);
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() const { return *backend_; }
+  const Model& model() const { return *model_; }
+  uint64_t n_parameters() const { return n_parameters_; }
+  uint64_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  Engine() = default;
+
+  ModelConfig config_;
+  // Declared before the model so the model's tensors are released while the backend lives.
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  uint64_t n_parameters_ = 0;
+  uint64_t weight_bytes_ = 0;
+};
+
+}  // namespace ds

@@ -1,0 +1,80 @@
+#include "core/model/weight_loader.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/status.h"
+
+namespace ds {
+
+WeightLoader::WeightLoader(const Checkpoint& checkpoint, const ModelConfig& config,
+                           Backend& backend, ProgressFn progress)
+    : checkpoint_(checkpoint),
+      config_(config),
+      backend_(backend),
+      progress_(std::move(progress)),
+      total_bytes_(checkpoint.TotalBytes()) {}
+
+void WeightLoader::Report(const TensorEntry& t) {
+  done_bytes_ += t.nbytes;
+  if (progress_) progress_(done_bytes_, total_bytes_, "loading weights");
+}
+
+absl::StatusOr<std::vector<float>> WeightLoader::ReadF32(const std::string& name,
+                                                         std::vector<int64_t> shape) {
+  const TensorEntry* t = checkpoint_.Find(name);
+  if (!t)
+    return absl::NotFoundError(absl::StrCat(checkpoint_.dir(), ": tensor '", name,
+                                            "' is missing from the checkpoint"));
+  if (t->shape != shape)
+    return FormatError(absl::StrCat(*t->file, ": tensor '", name, "' has shape ", t->ShapeString(),
+                                    ", the config implies [", absl::StrJoin(shape, ", "), "]"));
+  if (!IsFloatStorage(t->type))
+    return FormatError(absl::StrCat(*t->file, ": tensor '", name, "' has dtype ",
+                                    StorageTypeName(t->type),
+                                    ", expected a float type (F32, BF16, F16, F8_E4M3)"));
+  std::vector<float> out(static_cast<size_t>(t->numel()));
+  ConvertToF32(t->type, t->data, out.size(), out.data());
+  Report(*t);
+  if (t->type != StorageType::kF8E4M3) return out;
+
+  // DeepSeek's FP8: w = fp8 * weight_scale_inv[i / block_rows][j / block_cols].
+  if (shape.size() != 2)
+    return FormatError(absl::StrCat(*t->file, ": FP8 tensor '", name, "' must be 2-D"));
+  const int64_t rows = shape[0], cols = shape[1];
+  const int64_t br = config_.weight_block_rows, bc = config_.weight_block_cols;
+  const std::string scale_name = name + "_scale_inv";
+  const TensorEntry* s = checkpoint_.Find(scale_name);
+  if (!s)
+    return FormatError(absl::StrCat(*t->file, ": FP8 tensor '", name, "' has no '", scale_name, "'"));
+  const std::vector<int64_t> scale_shape{(rows + br - 1) / br, (cols + bc - 1) / bc};
+  if (s->shape != scale_shape || !IsFloatStorage(s->type) || s->type == StorageType::kF8E4M3)
+    return FormatError(absl::StrCat(*s->file, ": '", scale_name, "' is ", StorageTypeName(s->type),
+                                    " ", s->ShapeString(), ", expected F32 or BF16 [",
+                                    absl::StrJoin(scale_shape, ", "), "] for ", br, "x", bc, " blocks"));
+  std::vector<float> scale(static_cast<size_t>(s->numel()));
+  ConvertToF32(s->type, s->data, scale.size(), scale.data());
+  Report(*s);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) out[i * cols + j] *= scale[(i / br) * scale_shape[1] + j / bc];
+  return out;
+}
+
+absl::StatusOr<Tensor> WeightLoader::Upload(const std::vector<float>& host, int64_t rows, int64_t cols) {
+  DS_ASSIGN_OR_RETURN(Tensor t, backend_.Alloc(DType::kF32, rows, cols));
+  DS_RETURN_IF_ERROR(backend_.Upload(host.data(), t));
+  n_parameters_ += static_cast<uint64_t>(rows * cols);
+  weight_bytes_ += t.nbytes();
+  return t;
+}
+
+absl::StatusOr<Tensor> WeightLoader::Matrix(const std::string& name, int64_t rows, int64_t cols) {
+  DS_ASSIGN_OR_RETURN(std::vector<float> host, ReadF32(name, {rows, cols}));
+  return Upload(host, rows, cols);
+}
+
+absl::StatusOr<Tensor> WeightLoader::Vector(const std::string& name, int64_t n) {
+  DS_ASSIGN_OR_RETURN(std::vector<float> host, ReadF32(name, {n}));
+  return Upload(host, 1, n);
+}
+
+}  // namespace ds

@@ -1,0 +1,51 @@
+// Hands a checkpoint's tensors to a backend in the dtype the engine computes in (float32 now),
+// checking each one's presence, dtype and shape, and dequantizing DeepSeek's block-scaled FP8.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "backends/backend.h"
+#include "core/model/config.h"
+#include "core/model/safetensors.h"
+
+namespace ds {
+
+// done bytes, total bytes, stage
+using ProgressFn = std::function<void(uint64_t, uint64_t, const char*)>;
+
+class WeightLoader {
+ public:
+  WeightLoader(const Checkpoint& checkpoint, const ModelConfig& config, Backend& backend,
+               ProgressFn progress);
+
+  bool Has(const std::string& name) const { return checkpoint_.Find(name) != nullptr; }
+
+  // The tensor as float32 on the host; `shape` is what the model expects ({n} or {rows, cols}).
+  absl::StatusOr<std::vector<float>> ReadF32(const std::string& name, std::vector<int64_t> shape);
+  // A host matrix onto the backend.
+  absl::StatusOr<Tensor> Upload(const std::vector<float>& host, int64_t rows, int64_t cols);
+  // ReadF32 + Upload: a matrix [rows, cols], or a vector [n] as a [1, n] tensor.
+  absl::StatusOr<Tensor> Matrix(const std::string& name, int64_t rows, int64_t cols);
+  absl::StatusOr<Tensor> Vector(const std::string& name, int64_t n);
+
+  uint64_t n_parameters() const { return n_parameters_; }
+  uint64_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  void Report(const TensorEntry& t);
+
+  const Checkpoint& checkpoint_;
+  const ModelConfig& config_;
+  Backend& backend_;
+  ProgressFn progress_;
+  uint64_t total_bytes_;
+  uint64_t done_bytes_ = 0;
+  uint64_t n_parameters_ = 0;
+  uint64_t weight_bytes_ = 0;
+};
+
+}  // namespace ds

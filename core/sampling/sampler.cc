@@ -1,0 +1,83 @@
+#include "core/sampling/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace ds {
+
+absl::Status ValidateSamplingParams(const SamplingParams& p) {
+  if (std::isnan(p.temperature)) return absl::InvalidArgumentError("temperature is NaN");
+  if (p.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", p.top_k));
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", p.top_p));
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
+    return absl::InvalidArgumentError(absl::StrCat("min_p must be in [0, 1], got ", p.min_p));
+  return absl::OkStatus();
+}
+
+int32_t Argmax(const float* logits, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return static_cast<int32_t>(best);
+}
+
+double Sampler::Uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+
+int32_t Sampler::Sample(const float* logits, int64_t n) {
+  if (params_.temperature <= 0.0f) return Argmax(logits, n);
+
+  // Candidates sorted by logit, highest first (ties: lower id first, so runs are reproducible).
+  candidates_.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) candidates_[i] = {logits[i], static_cast<int32_t>(i)};
+  auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  size_t keep = candidates_.size();
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < keep) {
+    keep = static_cast<size_t>(params_.top_k);
+    std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(), by_logit);
+  } else {
+    std::sort(candidates_.begin(), candidates_.end(), by_logit);
+  }
+  candidates_.resize(keep);
+
+  // Softmax of logit / temperature over the candidates.
+  std::vector<double> p(keep);
+  const double max_logit = candidates_[0].first;
+  double sum = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    p[i] = std::exp((candidates_[i].first - max_logit) / params_.temperature);
+    sum += p[i];
+  }
+  for (double& x : p) x /= sum;
+
+  // top-p: the smallest prefix whose mass reaches top_p (at least one token).
+  if (params_.top_p < 1.0f) {
+    double cumulative = 0;
+    size_t n_keep = 0;
+    while (n_keep < keep) {
+      cumulative += p[n_keep++];
+      if (cumulative >= params_.top_p) break;
+    }
+    keep = n_keep;
+  }
+  // min-p: drop tokens less likely than min_p times the most likely one.
+  if (params_.min_p > 0.0f) {
+    const double threshold = params_.min_p * p[0];
+    size_t n_keep = 1;
+    while (n_keep < keep && p[n_keep] >= threshold) ++n_keep;
+    keep = n_keep;
+  }
+
+  double mass = 0;
+  for (size_t i = 0; i < keep; ++i) mass += p[i];
+  double u = Uniform() * mass;
+  for (size_t i = 0; i < keep; ++i) {
+    u -= p[i];
+    if (u < 0) return candidates_[i].second;
+  }
+  return candidates_[keep - 1].second;
+}
+
+}  // namespace ds

@@ -1,0 +1,40 @@
+// Picks the next token from logits: greedy, or seeded sampling with temperature, top-k, top-p
+// and min-p (applied in that order, as transformers' logits processors do).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace ds {
+
+struct SamplingParams {
+  float temperature = 0.0f;  // <= 0: greedy
+  int32_t top_k = 0;         // 0: off
+  float top_p = 1.0f;        // 1: off
+  float min_p = 0.0f;        // 0: off
+  uint64_t seed = 0;
+};
+
+absl::Status ValidateSamplingParams(const SamplingParams& p);
+
+// Index of the largest logit; the first one on ties (as torch.argmax).
+int32_t Argmax(const float* logits, int64_t n);
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+  int32_t Sample(const float* logits, int64_t n);
+  void Reseed(uint64_t seed) { rng_.seed(seed); }
+
+ private:
+  double Uniform();  // [0, 1), the same on every platform for a seed
+
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> candidates_;
+};
+
+}  // namespace ds

@@ -1,0 +1,62 @@
+// A Session: one conversation's mutable state on an engine: the KV cache, the position, the
+// sampler and its RNG. Used by one thread at a time.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/engine.h"
+#include "core/kv_cache.h"
+#include "core/sampling/sampler.h"
+
+namespace ds {
+
+struct SessionOptions {
+  int64_t n_ctx = 0;  // 0: the model's max_position_embeddings
+  SamplingParams sampling;
+  bool logits_all = false;
+};
+
+class Session {
+ public:
+  static absl::StatusOr<std::unique_ptr<Session>> Create(std::shared_ptr<const Engine> engine,
+                                                         const SessionOptions& options);
+
+  // Prefill (or one step): runs the tokens, keeps the last position's logits (every position's
+  // with logits_all) and the final hidden states. On any error the session is unchanged.
+  absl::Status Append(absl::Span<const int32_t> ids);
+  // Samples from the current logits, appends the token, and returns it.
+  absl::StatusOr<int32_t> NextToken();
+  absl::Status Truncate(int64_t n_tokens);
+  void Reset();
+
+  int64_t n_tokens() const { return static_cast<int64_t>(tokens_.size()); }
+  int64_t n_ctx() const { return n_ctx_; }
+  int64_t n_vocab() const { return engine_->config().vocab_size; }
+  bool has_logits() const { return !logits_.empty(); }
+  // Logits of the last appended token.
+  const float* logits() const { return logits_.data() + logits_.size() - n_vocab(); }
+  // With logits_all, every position of the last Append: [rows, vocab].
+  const std::vector<float>& all_logits() const { return logits_; }
+  // Final hidden states (after the model's last norm) of the last Append: [rows, hidden].
+  const std::vector<float>& hidden() const { return hidden_; }
+  const Engine& engine() const { return *engine_; }
+
+ private:
+  Session(std::shared_ptr<const Engine> engine, const SessionOptions& options, int64_t n_ctx);
+  // One forward pass over ids at the current position; appends logits/hidden rows.
+  absl::Status Forward(absl::Span<const int32_t> ids, bool keep_all_logits);
+
+  std::shared_ptr<const Engine> engine_;
+  SessionOptions options_;
+  int64_t n_ctx_;
+  KvCache cache_;
+  Sampler sampler_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> logits_;
+  std::vector<float> hidden_;
+};
+
+}  // namespace ds

@@ -1,0 +1,195 @@
+// Golden tests: every model folder in the fixtures (discovered, not listed) against what
+// Hugging Face transformers computed for it. Logits and greedy decoding go through the public
+// C ABI; final hidden states and the MTP layer through the C++ engine they expose.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/arch/ops.h"
+#include "core/engine.h"
+#include "core/session.h"
+#include "ds_c.h"
+#include "gtest/gtest.h"
+#include "tests/fixtures.h"
+
+namespace ds::testing {
+namespace {
+
+// float32 compute against a float32 reference (fixtures/README.md).
+constexpr double kTolerance = 1e-4;
+
+TEST(Fixtures, FolderHoldsModels) {
+  ASSERT_TRUE(std::filesystem::is_directory(FixturesDir()))
+      << "no fixtures at " << FixturesDir() << " (set DS_FIXTURES_DIR)";
+  EXPECT_GE(ListModelFixtures().size(), 1u);
+}
+
+class Golden : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    input_ids_ = LoadReference(GetParam(), "input_ids");
+    ASSERT_TRUE(input_ids_.present) << GetParam() << ": reference has no input_ids";
+    for (int64_t id : input_ids_.i64) prompt_.push_back(static_cast<int32_t>(id));
+    ds_engine_options eo;
+    ds_engine_options_init(&eo);
+    eo.n_threads = 2;
+    ASSERT_EQ(ds_engine_open(FixturePath(GetParam()).c_str(), &eo, &engine_), DS_OK) << ds_last_error();
+  }
+  void TearDown() override { ds_engine_close(engine_); }
+
+  ds_session* NewSession(bool logits_all = false) {
+    ds_session_options so;
+    ds_session_options_init(&so);
+    so.logits_all = logits_all;
+    ds_session* s = nullptr;
+    EXPECT_EQ(ds_session_create(engine_, &so, &s), DS_OK) << ds_last_error();
+    return s;
+  }
+
+  // Decodes greedily from the session's state, checking each step's logits and token against
+  // the reference from step `first` on.
+  void ExpectGreedyFrom(ds_session* s, size_t first, const char* what) {
+    const RefTensor tokens = LoadReference(GetParam(), "greedy_tokens");
+    const RefTensor logits = LoadReference(GetParam(), "greedy_logits");
+    ASSERT_TRUE(tokens.present && logits.present);
+    const size_t V = static_cast<size_t>(logits.shape[1]);
+    for (size_t i = first; i < tokens.i64.size(); ++i) {
+      const float* got = nullptr;
+      size_t n_vocab = 0;
+      ASSERT_EQ(ds_session_logits(s, &got, &n_vocab), DS_OK) << ds_last_error();
+      ASSERT_EQ(n_vocab, V);
+      const double err = RelativeError(got, logits.f32.data() + i * V, V);
+      EXPECT_LT(err, kTolerance) << GetParam() << " " << what << ": greedy step " << i << " relative error " << err;
+      int32_t token = -1;
+      ASSERT_EQ(ds_session_next_token(s, &token), DS_OK) << ds_last_error();
+      ASSERT_EQ(token, tokens.i64[i]) << GetParam() << " " << what << ": greedy step " << i;
+    }
+  }
+
+  ds_engine* engine_ = nullptr;
+  RefTensor input_ids_;
+  std::vector<int32_t> prompt_;
+};
+
+TEST_P(Golden, PrefillLogitsMatchTransformers) {
+  const RefTensor ref = LoadReference(GetParam(), "prefill_logits");
+  ASSERT_TRUE(ref.present);
+  ds_session* s = NewSession(/*logits_all=*/true);
+  ASSERT_EQ(ds_session_append(s, prompt_.data(), prompt_.size()), DS_OK) << ds_last_error();
+  const float* logits = nullptr;
+  size_t rows = 0, V = 0;
+  ASSERT_EQ(ds_session_all_logits(s, &logits, &rows, &V), DS_OK);
+  ASSERT_EQ(rows, prompt_.size());
+  ASSERT_EQ(static_cast<int64_t>(V), ref.shape[1]);
+  for (size_t t = 0; t < rows; ++t) {
+    const double err = RelativeError(logits + t * V, ref.f32.data() + t * V, V);
+    EXPECT_LT(err, kTolerance) << GetParam() << ": prefill position " << t << " relative error " << err;
+  }
+  ds_session_close(s);
+}
+
+// The prompt fed one token at a time goes through the cache at every position and must give
+// the prefill's logits.
+TEST_P(Golden, StepDecodeOverThePromptMatchesPrefill) {
+  const RefTensor ref = LoadReference(GetParam(), "prefill_logits");
+  ds_session* s = NewSession();
+  const size_t V = static_cast<size_t>(ref.shape[1]);
+  for (size_t t = 0; t < prompt_.size(); ++t) {
+    ASSERT_EQ(ds_session_append(s, &prompt_[t], 1), DS_OK) << ds_last_error();
+    const float* logits = nullptr;
+    ASSERT_EQ(ds_session_logits(s, &logits, nullptr), DS_OK);
+    const double err = RelativeError(logits, ref.f32.data() + t * V, V);
+    EXPECT_LT(err, kTolerance) << GetParam() << ": step position " << t << " relative error " << err;
+  }
+  ds_session_close(s);
+}
+
+TEST_P(Golden, GreedyTokensMatchWithTheKvCache) {
+  ds_session* s = NewSession();
+  ASSERT_EQ(ds_session_append(s, prompt_.data(), prompt_.size()), DS_OK) << ds_last_error();
+  ExpectGreedyFrom(s, 0, "cached decode");
+  ds_session_close(s);
+}
+
+TEST_P(Golden, GreedyTokensMatchAfterTruncate) {
+  const RefTensor tokens = LoadReference(GetParam(), "greedy_tokens");
+  const size_t n = tokens.i64.size(), half = n / 2;
+  ds_session* s = NewSession();
+  ASSERT_EQ(ds_session_append(s, prompt_.data(), prompt_.size()), DS_OK) << ds_last_error();
+  ExpectGreedyFrom(s, 0, "first run");
+  ASSERT_EQ(ds_session_n_tokens(s), prompt_.size() + n);
+
+  // Roll back to the middle of the answer and decode the rest again.
+  ASSERT_EQ(ds_session_truncate(s, prompt_.size() + half), DS_OK) << ds_last_error();
+  ASSERT_EQ(ds_session_n_tokens(s), prompt_.size() + half);
+  ExpectGreedyFrom(s, half, "after truncate to the middle");
+
+  // Back to the prompt alone, and the whole answer again.
+  ASSERT_EQ(ds_session_truncate(s, prompt_.size()), DS_OK) << ds_last_error();
+  ExpectGreedyFrom(s, 0, "after truncate to the prompt");
+
+  // Reset, and the session is as new.
+  ASSERT_EQ(ds_session_reset(s), DS_OK);
+  ASSERT_EQ(ds_session_n_tokens(s), 0u);
+  ASSERT_EQ(ds_session_append(s, prompt_.data(), prompt_.size()), DS_OK) << ds_last_error();
+  ExpectGreedyFrom(s, 0, "after reset");
+  ds_session_close(s);
+}
+
+// Through the C++ engine: the final hidden states and, where the checkpoint has one, the MTP
+// layer as a speculative proposer will call it.
+class GoldenEngine : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenEngine, FinalHiddenAndMtpLogitsMatchTransformers) {
+  const RefTensor ids = LoadReference(GetParam(), "input_ids");
+  const RefTensor final_hidden = LoadReference(GetParam(), "final_hidden");
+  const RefTensor mtp_logits = LoadReference(GetParam(), "mtp_logits");
+  auto engine = Engine::Open(FixturePath(GetParam()), EngineOptions{.n_threads = 2});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto session = Session::Create(*engine, SessionOptions{});
+  ASSERT_TRUE(session.ok()) << session.status();
+  std::vector<int32_t> prompt(ids.i64.begin(), ids.i64.end());
+  ASSERT_TRUE((*session)->Append(prompt).ok());
+
+  const int64_t T = static_cast<int64_t>(prompt.size()), H = (*engine)->config().hidden_size;
+  const std::vector<float>& hidden = (*session)->hidden();
+  ASSERT_EQ(hidden.size(), static_cast<size_t>(T * H));
+  if (final_hidden.present) {
+    for (int64_t t = 0; t < T; ++t) {
+      const double err = RelativeError(hidden.data() + t * H, final_hidden.f32.data() + t * H, H);
+      EXPECT_LT(err, kTolerance) << GetParam() << ": final_hidden position " << t << " relative error " << err;
+    }
+  }
+
+  const Model& model = (*engine)->model();
+  const int64_t expected_mtp = (*engine)->config().num_nextn_predict_layers > 0 ? 1 : 0;
+  EXPECT_EQ(model.n_mtp_layers(), expected_mtp) << GetParam();
+  if (!mtp_logits.present) return;
+  ASSERT_EQ(model.n_mtp_layers(), 1);
+  // mtp_logits[i] = MTP(final_hidden[i], embed(input_ids[i + 1])) over positions 0 .. T-2.
+  Backend& backend = (*engine)->backend();
+  Ops ops(backend);
+  Tensor h = ops.New(T - 1, H);
+  ASSERT_TRUE(ops.ok());
+  ASSERT_TRUE(backend.Upload(hidden.data(), h).ok());
+  Tensor next = ops.Tokens(prompt.data() + 1, T - 1);
+  KvCache mtp_cache(backend, 1, model.CacheWidths(), T);
+  ASSERT_TRUE(mtp_cache.Reserve(T - 1, 0).ok());
+  Tensor logits = model.MtpForward(ops, h, next, mtp_cache, 0);
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  const int64_t V = mtp_logits.shape[1];
+  std::vector<float> got(static_cast<size_t>((T - 1) * V));
+  ASSERT_TRUE(backend.Download(logits, got.data()).ok());
+  for (int64_t i = 0; i < T - 1; ++i) {
+    const double err = RelativeError(got.data() + i * V, mtp_logits.f32.data() + i * V, V);
+    EXPECT_LT(err, kTolerance) << GetParam() << ": mtp position " << i << " relative error " << err;
+  }
+}
+
+std::string FixtureName(const ::testing::TestParamInfo<std::string>& info) { return info.param; }
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, Golden, ::testing::ValuesIn(ListModelFixtures()), FixtureName);
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenEngine, ::testing::ValuesIn(ListModelFixtures()), FixtureName);
+
+}  // namespace
+}  // namespace ds::testing
