@@ -1,0 +1,75 @@
+// Sampling: greedy is argmax; filters keep exactly the tokens they should; a seed fixes the run.
+#include <cmath>
+#include <map>
+#include <vector>
+
+#include "core/sampling/sampler.h"
+#include "gtest/gtest.h"
+
+namespace ds {
+namespace {
+
+TEST(Sampler, GreedyIsArgmaxWithTheFirstOnTies) {
+  const std::vector<float> logits{0.5f, 2.0f, -1.0f, 2.0f};
+  Sampler s(SamplingParams{});
+  EXPECT_EQ(s.Sample(logits.data(), 4), 1);
+}
+
+std::map<int32_t, int> Histogram(const SamplingParams& p, const std::vector<float>& logits, int draws) {
+  Sampler s(p);
+  std::map<int32_t, int> h;
+  for (int i = 0; i < draws; ++i) ++h[s.Sample(logits.data(), static_cast<int64_t>(logits.size()))];
+  return h;
+}
+
+// log-probabilities 0.5, 0.25, 0.125, 0.0625, 0.0625
+const std::vector<float> kLogits{std::log(0.5f), std::log(0.25f), std::log(0.125f), std::log(0.0625f), std::log(0.0625f)};
+
+TEST(Sampler, TemperatureOneFollowsTheDistribution) {
+  const auto h = Histogram({.temperature = 1.0f, .seed = 7}, kLogits, 20000);
+  EXPECT_NEAR(h.at(0) / 20000.0, 0.5, 0.02);
+  EXPECT_NEAR(h.at(1) / 20000.0, 0.25, 0.02);
+  EXPECT_NEAR(h.at(4) / 20000.0, 0.0625, 0.01);
+}
+
+TEST(Sampler, TopKKeepsOnlyTheKBest) {
+  const auto h = Histogram({.temperature = 1.0f, .top_k = 2, .seed = 1}, kLogits, 5000);
+  EXPECT_EQ(h.size(), 2u);
+  EXPECT_NEAR(h.at(0) / 5000.0, 2.0 / 3, 0.03);
+}
+
+TEST(Sampler, TopPKeepsTheSmallestSetReachingP) {
+  // 0.5 + 0.25 = 0.75 >= 0.7: tokens 0 and 1 only.
+  const auto h = Histogram({.temperature = 1.0f, .top_p = 0.7f, .seed = 2}, kLogits, 5000);
+  EXPECT_EQ(h.size(), 2u);
+  EXPECT_TRUE(h.count(0) && h.count(1));
+}
+
+TEST(Sampler, MinPDropsTheUnlikely) {
+  // min_p 0.2: threshold 0.1, so 0.125 stays and 0.0625 goes.
+  const auto h = Histogram({.temperature = 1.0f, .min_p = 0.2f, .seed = 3}, kLogits, 5000);
+  EXPECT_EQ(h.size(), 3u);
+  EXPECT_FALSE(h.count(3) || h.count(4));
+}
+
+TEST(Sampler, SameSeedSameTokensOtherSeedOtherTokens) {
+  auto run = [](uint64_t seed) {
+    Sampler s({.temperature = 1.0f, .seed = seed});
+    std::vector<int32_t> out;
+    for (int i = 0; i < 64; ++i) out.push_back(s.Sample(kLogits.data(), 5));
+    return out;
+  };
+  EXPECT_EQ(run(42), run(42));
+  EXPECT_NE(run(42), run(43));
+}
+
+TEST(Sampler, RejectsBadParameters) {
+  EXPECT_FALSE(ValidateSamplingParams({.top_k = -1}).ok());
+  EXPECT_FALSE(ValidateSamplingParams({.top_p = 0.0f}).ok());
+  EXPECT_FALSE(ValidateSamplingParams({.top_p = 1.5f}).ok());
+  EXPECT_FALSE(ValidateSamplingParams({.min_p = -0.1f}).ok());
+  EXPECT_TRUE(ValidateSamplingParams({.temperature = 0.6f, .top_p = 0.95f}).ok());
+}
+
+}  // namespace
+}  // namespace ds
