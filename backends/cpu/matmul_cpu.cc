@@ -2,6 +2,9 @@
 // oneDNN reads them as a transposed [k, n] through strides.
 #include <omp.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "backends/cpu/cpu_backend.h"
 
@@ -19,7 +22,11 @@ absl::StatusOr<CpuBackend::MatmulEntry> CpuBackend::MatmulPrimitive(const Matmul
     const md y_md({m, n}, dt::f32, dnnl::memory::dims{y_stride, 1});
     const md b_md = has_bias ? md({1, n}, dt::f32, dnnl::memory::dims{n, 1}) : md();
     const dnnl::matmul::desc desc(x_md, w_md, b_md, y_md);
-    const dnnl::matmul::primitive_desc pd(desc, engine_);
+    // A user scratchpad: oneDNN's own is shared between primitives (unless it was built with
+    // concurrent execution), and sessions run matmuls from many threads at once.
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::matmul::primitive_desc pd(desc, attr, engine_);
     MatmulEntry entry{pd, dnnl::matmul(pd)};
     matmuls_.emplace(key, entry);
     return entry;
@@ -42,6 +49,10 @@ absl::Status CpuBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor* 
     std::unordered_map<int, dnnl::memory> args{
         {DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, y_mem}};
     if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), engine_, bias->data));
+    thread_local std::vector<uint8_t> scratchpad;
+    const size_t scratch_bytes = pd.scratchpad_desc().get_size();
+    if (scratchpad.size() < scratch_bytes) scratchpad.resize(scratch_bytes);
+    args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(pd.scratchpad_desc(), engine_, scratchpad.data()));
     ScopedOmpThreads threads(n_threads_);
     dnnl::stream stream(engine_);
     entry->primitive.execute(stream, args);
