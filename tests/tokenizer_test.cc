@@ -1,0 +1,89 @@
+// The tokenizer against Hugging Face tokenizers' own output for the DeepSeek-V3 tokenizer.json:
+// every case of fixtures/tokenizer/tokenizer_cases.json, ids exact and decode exact.
+#include <string>
+#include <vector>
+
+#include "core/tokenizer/tokenizer.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/fixtures.h"
+
+namespace ds::testing {
+namespace {
+
+const Tokenizer& DeepseekTokenizer() {
+  static const auto tokenizer = [] {
+    auto t = Tokenizer::Load(FixturePath("tokenizer"));
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? std::move(*t) : nullptr;
+  }();
+  return *tokenizer;
+}
+
+TEST(Tokenizer, EveryFixtureCaseMatchesHuggingFace) {
+  const auto cases = nlohmann::json::parse(ReadFile(FixturePath("tokenizer") + "/tokenizer_cases.json"));
+  ASSERT_GT(cases["cases"].size(), 0u);
+  const Tokenizer& tok = DeepseekTokenizer();
+  for (const auto& c : cases["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    const std::vector<int32_t> expected = c["ids"].get<std::vector<int32_t>>();
+    auto ids = tok.Encode(text, /*add_special=*/false);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, expected) << "text: " << text;
+    auto decoded = tok.Decode(expected, /*keep_special=*/true);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(*decoded, c["decoded"].get<std::string>()) << "ids of: " << text;
+  }
+}
+
+TEST(Tokenizer, SpecialTokensAndBos) {
+  const Tokenizer& tok = DeepseekTokenizer();
+  EXPECT_EQ(tok.bos_id(), 0);
+  EXPECT_EQ(tok.eos_id(), 1);
+  auto ids = tok.Encode("<｜User｜>Hi<｜Assistant｜>", /*add_special=*/true);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, (std::vector<int32_t>{0, 128803, 23166, 128804}));  // chat_cases.json
+  // BOS is special and hidden; the role markers are added tokens that tokenizer.json does not
+  // mark special, so Hugging Face's skip_special_tokens keeps them, and so do we.
+  EXPECT_FALSE(tok.IsSpecial(128803));
+  auto hidden = tok.Decode(*ids, /*keep_special=*/false);
+  ASSERT_TRUE(hidden.ok());
+  EXPECT_EQ(*hidden, "<｜User｜>Hi<｜Assistant｜>");
+  auto shown = tok.Decode(*ids, /*keep_special=*/true);
+  EXPECT_EQ(*shown, "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>");
+}
+
+TEST(Tokenizer, InvalidUtf8IsAnErrorNamingTheByte) {
+  const Tokenizer& tok = DeepseekTokenizer();
+  for (const std::string& bad : {std::string("ab\xff"), std::string("\xc0\xaf"), std::string("x\xed\xa0\x80"),
+                                std::string("\xe4\xb8")}) {
+    auto ids = tok.Encode(bad, false);
+    ASSERT_FALSE(ids.ok());
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(ids.status().message().find("UTF-8"), absl::string_view::npos);
+  }
+}
+
+TEST(Tokenizer, TokenBytesCanEndInsideACharacter) {
+  const Tokenizer& tok = DeepseekTokenizer();
+  // Each token's bytes, concatenated, are the text, even where a token splits a character.
+  const std::string text = "深度求索 🐋 naïve";
+  auto ids = tok.Encode(text, false);
+  ASSERT_TRUE(ids.ok());
+  std::string joined;
+  for (int32_t id : *ids) joined += *tok.TokenBytes(id);
+  EXPECT_EQ(joined, text);
+  EXPECT_FALSE(tok.TokenBytes(-1).ok());
+  EXPECT_FALSE(tok.TokenBytes(1 << 30).ok());
+}
+
+TEST(Tokenizer, RejectsMalformedFiles) {
+  EXPECT_EQ(Tokenizer::FromJson("[]", "t.json").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(Tokenizer::FromJson(R"({"model":{"type":"Unigram"}})", "t.json").status().code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(Tokenizer::FromJson(R"({"model":{"type":"BPE","vocab":{"a":0}}})", "t.json").status().code(),
+            absl::StatusCode::kDataLoss);  // no byte-level alphabet
+}
+
+}  // namespace
+}  // namespace ds::testing
