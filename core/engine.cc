@@ -22,9 +22,29 @@ absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_di
   DS_ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(model_dir));
   WeightLoader loader(checkpoint, engine->config_, *engine->backend_, options.progress);
   DS_ASSIGN_OR_RETURN(engine->model_, LoadModel(engine->config_, loader));
+  if (auto tokenizer = Tokenizer::Load(model_dir); tokenizer.ok()) {
+    engine->tokenizer_ = *std::move(tokenizer);
+  } else {
+    engine->tokenizer_status_ = tokenizer.status();
+  }
+  if (auto chat = ChatTemplate::Load(model_dir); chat.ok()) {
+    engine->chat_template_ = *chat;
+  } else {
+    engine->chat_template_status_ = chat.status();
+  }
   engine->n_parameters_ = loader.n_parameters();
   engine->weight_bytes_ = loader.weight_bytes();
   return engine;
+}
+
+absl::StatusOr<const Tokenizer*> Engine::tokenizer() const {
+  if (!tokenizer_) return tokenizer_status_;
+  return tokenizer_.get();
+}
+
+absl::StatusOr<const ChatTemplate*> Engine::chat_template() const {
+  if (!chat_template_) return chat_template_status_;
+  return &*chat_template_;
 }
 
 }  // namespace ds

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -10,6 +11,8 @@
 #include "core/arch/model.h"
 #include "core/model/config.h"
 #include "core/model/weight_loader.h"
+#include "core/tokenizer/chat_template.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace ds {
 
@@ -30,6 +33,10 @@ class Engine {
   const Model& model() const { return *model_; }
   uint64_t n_parameters() const { return n_parameters_; }
   uint64_t weight_bytes() const { return weight_bytes_; }
+  // The folder's tokenizer, or why there is none (no tokenizer.json, or one we cannot read:
+  // the model still runs on token ids).
+  absl::StatusOr<const Tokenizer*> tokenizer() const;
+  absl::StatusOr<const ChatTemplate*> chat_template() const;
 
  private:
   Engine() = default;
@@ -38,6 +45,10 @@ class Engine {
   // Declared before the model so the model's tensors are released while the backend lives.
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  absl::Status tokenizer_status_;
+  std::optional<ChatTemplate> chat_template_;
+  absl::Status chat_template_status_;
   uint64_t n_parameters_ = 0;
   uint64_t weight_bytes_ = 0;
 };

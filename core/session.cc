@@ -66,7 +66,8 @@ absl::Status Session::Append(absl::Span<const int32_t> ids) {
   for (size_t at = 0; at < ids.size(); at += kPrefillChunk) {
     const size_t n = std::min<size_t>(kPrefillChunk, ids.size() - at);
     const bool last_chunk = at + n == ids.size();
-    absl::Status s = Forward(ids.subspan(at, n), options_.logits_all);
+    absl::Status s = at > 0 && cancel_requested() ? absl::CancelledError("cancelled during prefill")
+                                                  : Forward(ids.subspan(at, n), options_.logits_all);
     if (s.ok() && !options_.logits_all && !last_chunk) logits_.clear();  // only the final row matters
     if (!s.ok()) {
       tokens_.resize(static_cast<size_t>(start));
@@ -99,6 +100,13 @@ absl::Status Session::Truncate(int64_t n) {
   logits_.clear();
   hidden_.clear();
   return Append({&last, 1});
+}
+
+absl::Status Session::SetSampling(const SamplingParams& params) {
+  DS_RETURN_IF_ERROR(ValidateSamplingParams(params));
+  options_.sampling = params;
+  sampler_ = Sampler(params);
+  return absl::OkStatus();
 }
 
 void Session::Reset() {

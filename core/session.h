@@ -2,6 +2,7 @@
 // sampler and its RNG. Used by one thread at a time.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -31,6 +32,14 @@ class Session {
   absl::StatusOr<int32_t> NextToken();
   absl::Status Truncate(int64_t n_tokens);
   void Reset();
+  // Replaces the sampling parameters (and reseeds the RNG).
+  absl::Status SetSampling(const SamplingParams& params);
+
+  // Stops a running Append (between prefill chunks, leaving the session unchanged) or
+  // Generate (between tokens). Safe from any thread.
+  void Cancel() { cancel_.store(true, std::memory_order_relaxed); }
+  void ClearCancel() { cancel_.store(false, std::memory_order_relaxed); }
+  bool cancel_requested() const { return cancel_.load(std::memory_order_relaxed); }
 
   int64_t n_tokens() const { return static_cast<int64_t>(tokens_.size()); }
   int64_t n_ctx() const { return n_ctx_; }
@@ -43,6 +52,7 @@ class Session {
   // Final hidden states (after the model's last norm) of the last Append: [rows, hidden].
   const std::vector<float>& hidden() const { return hidden_; }
   const Engine& engine() const { return *engine_; }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
 
  private:
   Session(std::shared_ptr<const Engine> engine, const SessionOptions& options, int64_t n_ctx);
@@ -57,6 +67,7 @@ class Session {
   std::vector<int32_t> tokens_;
   std::vector<float> logits_;
   std::vector<float> hidden_;
+  std::atomic<bool> cancel_{false};
 };
 
 }  // namespace ds

@@ -59,7 +59,8 @@ typedef enum ds_status {
   DS_ERR_BACKEND = 7,          /* the compute backend failed (driver, device, library) */
   DS_ERR_CANCELLED = 8,        /* ds_session_cancel stopped the call */
   DS_ERR_INVALID_STATE = 9,    /* the call does not fit the session's state (e.g. no logits yet) */
-  DS_ERR_INTERNAL = 10         /* a bug in ds: please report it with the message */
+  DS_ERR_INTERNAL = 10,        /* a bug in ds: please report it with the message */
+  DS_ERR_BUFFER_TOO_SMALL = 11 /* the output did not fit: the size out-parameter says what is needed */
 } ds_status;
 
 typedef enum ds_backend {
@@ -141,6 +142,7 @@ typedef struct ds_model_info {
   uint64_t n_parameters;     /* weights loaded, MTP included */
   uint64_t weight_bytes;     /* backend memory the weights take */
   char backend[16];          /* "cpu", "cuda" */
+  int32_t has_tokenizer;     /* the folder's tokenizer.json loaded (else ds_tokenize says why not) */
 } ds_model_info;
 
 DS_API ds_status ds_engine_info(const ds_engine* engine, ds_model_info* info);
@@ -179,6 +181,105 @@ DS_API ds_status ds_session_reset(ds_session* session);
 
 /* How many tokens the session holds. */
 DS_API size_t ds_session_n_tokens(const ds_session* session);
+
+/* ---- Text ------------------------------------------------------------------------------
+ * The tokenizer is the model folder's tokenizer.json (byte-level BPE, as Hugging Face
+ * tokenizers runs it). Output buffers follow "pass capacity, get required size": the size
+ * out-parameter is always set; if capacity is smaller the call returns DS_ERR_BUFFER_TOO_SMALL
+ * and writes nothing, so a first call with capacity 0 asks for the size. */
+
+/* Text (UTF-8; invalid UTF-8 is DS_ERR_INVALID_ARGUMENT naming the byte) to token ids.
+ * add_special: prepend BOS where the tokenizer config asks for it. Special-token text in the
+ * input (e.g. "<｜User｜>") becomes the special token. */
+DS_API ds_status ds_tokenize(const ds_engine* engine, const char* text, size_t len, int add_special,
+                             int32_t* ids, size_t capacity, size_t* n_ids);
+
+/* Token ids to text (special tokens included, as Hugging Face's decode). The bytes are not
+ * NUL-terminated; *len is their count. */
+DS_API ds_status ds_detokenize(const ds_engine* engine, const int32_t* ids, size_t n, char* buf,
+                               size_t capacity, size_t* len);
+
+/* One token's bytes. They may end inside a UTF-8 character: streaming code should use
+ * ds_session_generate, which only ever emits whole characters. */
+DS_API ds_status ds_token_to_piece(const ds_engine* engine, int32_t token, char* buf, size_t capacity,
+                                   size_t* len);
+
+typedef struct ds_chat_message {
+  const char* role;    /* "system", "user", "assistant", "tool" (NUL-terminated) */
+  const char* content; /* UTF-8, NUL-terminated */
+} ds_chat_message;
+
+/* Formats a conversation with the model's chat template (DeepSeek-V3 or R1 style, told from
+ * tokenizer_config.json). add_generation_prompt ends it with the assistant's turn (R1: with
+ * "<think>\n"). The text starts with the BOS token's text: tokenize it with add_special = 0. */
+DS_API ds_status ds_chat_apply(const ds_engine* engine, const ds_chat_message* messages, size_t n,
+                               int add_generation_prompt, char* buf, size_t capacity, size_t* len);
+
+/* ---- Generation ------------------------------------------------------------------------ */
+
+typedef enum ds_stop_reason {
+  DS_STOP_EOS = 0,         /* the model's end-of-sequence token */
+  DS_STOP_MAX_TOKENS = 1,
+  DS_STOP_STOP_TOKEN = 2,  /* one of params.stop_ids */
+  DS_STOP_STOP_STRING = 3, /* one of params.stop_strings (it is not emitted) */
+  DS_STOP_CALLBACK = 4,    /* the piece callback returned non-zero */
+  DS_STOP_CANCELLED = 5,   /* ds_session_cancel */
+  DS_STOP_CONTEXT_FULL = 6 /* n_ctx reached; the tokens so far are kept */
+} ds_stop_reason;
+
+/* Flags of a piece. */
+#define DS_PIECE_REASONING 1u /* inside <think>…</think> (markers included): R1's reasoning */
+
+/* Called for every generated token, one or more times: `piece` is the text it released (whole
+ * UTF-8 characters; possibly empty, e.g. while a stop string might be starting), `token` the
+ * id. Return non-zero to stop. Runs on the thread of ds_session_generate. */
+typedef int (*ds_piece_callback)(void* user_data, const char* piece, size_t len, int32_t token,
+                                 uint32_t flags);
+
+typedef struct ds_generate_params {
+  uint32_t struct_size;             /* set by ds_generate_params_init */
+  const int32_t* prompt_ids;        /* appended before decoding (timed as prefill); may be NULL */
+  size_t n_prompt_ids;
+  const char* prompt_text;          /* or text, tokenized first; may be NULL */
+  size_t prompt_text_len;
+  int32_t add_special;              /* for prompt_text: prepend BOS (default 0: chat text has it) */
+  uint32_t max_tokens;              /* 0 (default): until EOS, a stop, or the context is full */
+  const int32_t* stop_ids;          /* extra tokens that stop generation */
+  size_t n_stop_ids;
+  const char* const* stop_strings;  /* NUL-terminated; matched across token boundaries */
+  size_t n_stop_strings;
+  int32_t show_special;             /* non-zero: special tokens' text is emitted */
+  int32_t override_sampling;        /* non-zero: use the fields below from this call on */
+  float temperature;
+  int32_t top_k;
+  float top_p;
+  float min_p;
+  uint64_t seed;
+} ds_generate_params;
+
+typedef struct ds_generate_result {
+  uint32_t struct_size;             /* set by the caller to sizeof(ds_generate_result) */
+  ds_stop_reason stop_reason;
+  uint32_t n_prompt_tokens;
+  uint32_t n_generated_tokens;
+  double prefill_seconds;
+  double decode_seconds;
+  double prefill_tokens_per_second;
+  double decode_tokens_per_second;
+} ds_generate_result;
+
+DS_API void ds_generate_params_init(ds_generate_params* params);
+
+/* Appends the prompt (if any) and decodes until a stop condition, streaming text through
+ * `on_piece` (may be NULL). `result` (may be NULL) says why it stopped and how fast it ran.
+ * A cancel or a full context is a normal stop (DS_OK with the reason), not an error. */
+DS_API ds_status ds_session_generate(ds_session* session, const ds_generate_params* params,
+                                     ds_piece_callback on_piece, void* user_data,
+                                     ds_generate_result* result);
+
+/* Stops the ds_session_generate or ds_session_append running on `session` at the next token or
+ * prefill chunk. Safe from any thread; a no-op when nothing runs. */
+DS_API void ds_session_cancel(ds_session* session);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/engine.h"
+#include "core/generate.h"
 #include "core/session.h"
 
 struct ds_engine {
@@ -81,6 +82,29 @@ ds_status ReadOptions(const T* given, T* out, void (*init)(T*), const char* func
   return DS_OK;
 }
 
+// "Pass capacity, get required size".
+template <typename T>
+ds_status CopyOut(const T* data, size_t n, T* out, size_t capacity, size_t* n_out, const char* function) {
+  if (n_out) *n_out = n;
+  if (n > capacity)
+    return Fail(DS_ERR_BUFFER_TOO_SMALL, absl::StrCat(function, ": needs room for ", n, ", capacity is ", capacity));
+  if (n > 0 && !out) return NullArgument(function, "the output buffer");
+  if (n > 0) std::memcpy(out, data, n * sizeof(T));
+  return DS_OK;
+}
+
+ds_status TokenizerOf(const ds_engine* engine, const ds::Tokenizer** out, const char* function) {
+  if (!engine) return NullArgument(function, "engine");
+  auto tokenizer = engine->engine->tokenizer();
+  if (!tokenizer.ok()) {
+    const ds_status s = Report(tokenizer.status());
+    last_error = absl::StrCat(function, ": no tokenizer: ", last_error);
+    return s;
+  }
+  *out = *tokenizer;
+  return DS_OK;
+}
+
 void CopyString(char* dst, size_t cap, const std::string& src) {
   const size_t n = std::min(cap - 1, src.size());
   std::memcpy(dst, src.data(), n);
@@ -108,6 +132,7 @@ const char* ds_status_name(ds_status status) {
     case DS_ERR_CANCELLED: return "DS_ERR_CANCELLED";
     case DS_ERR_INVALID_STATE: return "DS_ERR_INVALID_STATE";
     case DS_ERR_INTERNAL: return "DS_ERR_INTERNAL";
+    case DS_ERR_BUFFER_TOO_SMALL: return "DS_ERR_BUFFER_TOO_SMALL";
   }
   return "DS_ERR_UNKNOWN";
 }
@@ -177,6 +202,11 @@ ds_status ds_engine_info(const ds_engine* engine, ds_model_info* info) {
     full.n_parameters = e.n_parameters();
     full.weight_bytes = e.weight_bytes();
     CopyString(full.backend, sizeof(full.backend), e.backend().name());
+    full.has_tokenizer = e.tokenizer().ok() ? 1 : 0;
+    if (auto tokenizer = e.tokenizer(); tokenizer.ok()) {
+      if ((*tokenizer)->bos_id() >= 0) full.bos_token_id = (*tokenizer)->bos_id();
+      if ((*tokenizer)->eos_id() >= 0) full.eos_token_id = (*tokenizer)->eos_id();
+    }
     std::memcpy(static_cast<void*>(info), &full, info->struct_size);
     return DS_OK;
   });
@@ -279,6 +309,130 @@ ds_status ds_session_reset(ds_session* session) {
 
 size_t ds_session_n_tokens(const ds_session* session) {
   return session ? static_cast<size_t>(session->session->n_tokens()) : 0;
+}
+
+ds_status ds_tokenize(const ds_engine* engine, const char* text, size_t len, int add_special, int32_t* ids,
+                      size_t capacity, size_t* n_ids) {
+  return Guard("ds_tokenize", [&]() -> ds_status {
+    const ds::Tokenizer* tokenizer = nullptr;
+    if (ds_status s = TokenizerOf(engine, &tokenizer, "ds_tokenize"); s != DS_OK) return s;
+    if (!text && len > 0) return NullArgument("ds_tokenize", "text");
+    auto encoded = tokenizer->Encode(absl::string_view(text ? text : "", len), add_special != 0);
+    if (!encoded.ok()) return Report(encoded.status());
+    return CopyOut(encoded->data(), encoded->size(), ids, capacity, n_ids, "ds_tokenize");
+  });
+}
+
+ds_status ds_detokenize(const ds_engine* engine, const int32_t* ids, size_t n, char* buf, size_t capacity,
+                        size_t* len) {
+  return Guard("ds_detokenize", [&]() -> ds_status {
+    const ds::Tokenizer* tokenizer = nullptr;
+    if (ds_status s = TokenizerOf(engine, &tokenizer, "ds_detokenize"); s != DS_OK) return s;
+    if (!ids && n > 0) return NullArgument("ds_detokenize", "ids");
+    auto text = tokenizer->Decode(std::vector<int32_t>(ids, ids + n), /*keep_special=*/true);
+    if (!text.ok()) return Report(text.status());
+    return CopyOut(text->data(), text->size(), buf, capacity, len, "ds_detokenize");
+  });
+}
+
+ds_status ds_token_to_piece(const ds_engine* engine, int32_t token, char* buf, size_t capacity, size_t* len) {
+  return Guard("ds_token_to_piece", [&]() -> ds_status {
+    const ds::Tokenizer* tokenizer = nullptr;
+    if (ds_status s = TokenizerOf(engine, &tokenizer, "ds_token_to_piece"); s != DS_OK) return s;
+    auto bytes = tokenizer->TokenBytes(token);
+    if (!bytes.ok()) return Report(bytes.status());
+    return CopyOut(bytes->data(), bytes->size(), buf, capacity, len, "ds_token_to_piece");
+  });
+}
+
+ds_status ds_chat_apply(const ds_engine* engine, const ds_chat_message* messages, size_t n,
+                        int add_generation_prompt, char* buf, size_t capacity, size_t* len) {
+  return Guard("ds_chat_apply", [&]() -> ds_status {
+    if (!engine) return NullArgument("ds_chat_apply", "engine");
+    if (!messages && n > 0) return NullArgument("ds_chat_apply", "messages");
+    auto chat = engine->engine->chat_template();
+    if (!chat.ok()) return Report(chat.status());
+    std::vector<ds::ChatMessage> list;
+    for (size_t i = 0; i < n; ++i) {
+      if (!messages[i].role || !messages[i].content)
+        return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_chat_apply: message ", i, " has a NULL role or content"));
+      list.push_back({messages[i].role, messages[i].content});
+    }
+    auto text = (*chat)->Apply(list, add_generation_prompt != 0);
+    if (!text.ok()) return Report(text.status());
+    return CopyOut(text->data(), text->size(), buf, capacity, len, "ds_chat_apply");
+  });
+}
+
+void ds_generate_params_init(ds_generate_params* p) {
+  if (!p) return;
+  std::memset(static_cast<void*>(p), 0, sizeof(*p));
+  p->struct_size = sizeof(*p);
+  p->top_p = 1.0f;
+}
+
+ds_status ds_session_generate(ds_session* session, const ds_generate_params* params, ds_piece_callback on_piece,
+                              void* user_data, ds_generate_result* result) {
+  return Guard("ds_session_generate", [&]() -> ds_status {
+    if (!session) return NullArgument("ds_session_generate", "session");
+    if (result && (result->struct_size < sizeof(uint32_t) || result->struct_size > sizeof(ds_generate_result)))
+      return Fail(DS_ERR_INVALID_ARGUMENT, "ds_session_generate: set result->struct_size to sizeof(ds_generate_result)");
+    ds_generate_params p;
+    if (ds_status s = ReadOptions(params, &p, ds_generate_params_init, "ds_session_generate"); s != DS_OK) return s;
+    ds::Session& s = *session->session;
+    auto tokenizer = s.engine().tokenizer();
+    if (!tokenizer.ok()) return Report(tokenizer.status());
+
+    ds::GenerateParams gp;
+    if (p.n_prompt_ids > 0) {
+      if (!p.prompt_ids) return NullArgument("ds_session_generate", "params.prompt_ids");
+      gp.prompt.assign(p.prompt_ids, p.prompt_ids + p.n_prompt_ids);
+    }
+    if (p.prompt_text_len > 0) {
+      if (!p.prompt_text) return NullArgument("ds_session_generate", "params.prompt_text");
+      auto ids = (*tokenizer)->Encode(absl::string_view(p.prompt_text, p.prompt_text_len), p.add_special != 0);
+      if (!ids.ok()) return Report(ids.status());
+      gp.prompt.insert(gp.prompt.end(), ids->begin(), ids->end());
+    }
+    gp.max_tokens = p.max_tokens;
+    if (p.n_stop_ids > 0) {
+      if (!p.stop_ids) return NullArgument("ds_session_generate", "params.stop_ids");
+      gp.stop_ids.assign(p.stop_ids, p.stop_ids + p.n_stop_ids);
+    }
+    for (size_t i = 0; i < p.n_stop_strings; ++i) {
+      if (!p.stop_strings || !p.stop_strings[i]) return NullArgument("ds_session_generate", "params.stop_strings");
+      gp.stop_strings.emplace_back(p.stop_strings[i]);
+    }
+    gp.show_special = p.show_special != 0;
+    if (p.override_sampling)
+      gp.sampling = ds::SamplingParams{.temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p,
+                                       .min_p = p.min_p, .seed = p.seed};
+    ds::PieceFn piece;
+    if (on_piece)
+      piece = [on_piece, user_data](absl::string_view text, int32_t token, uint32_t flags) {
+        return on_piece(user_data, text.data(), text.size(), token, flags) != 0;
+      };
+    auto r = ds::Generate(s, **tokenizer, gp, piece);
+    if (!r.ok()) return Report(r.status());
+    if (result) {
+      ds_generate_result full;
+      std::memset(static_cast<void*>(&full), 0, sizeof(full));
+      full.struct_size = result->struct_size;
+      full.stop_reason = static_cast<ds_stop_reason>(r->stop_reason);
+      full.n_prompt_tokens = static_cast<uint32_t>(r->n_prompt);
+      full.n_generated_tokens = static_cast<uint32_t>(r->n_generated);
+      full.prefill_seconds = r->prefill_seconds;
+      full.decode_seconds = r->decode_seconds;
+      full.prefill_tokens_per_second = r->prefill_seconds > 0 ? r->n_prompt / r->prefill_seconds : 0;
+      full.decode_tokens_per_second = r->decode_seconds > 0 ? r->n_generated / r->decode_seconds : 0;
+      std::memcpy(static_cast<void*>(result), &full, result->struct_size);
+    }
+    return DS_OK;
+  });
+}
+
+void ds_session_cancel(ds_session* session) {
+  if (session) session->session->Cancel();
 }
 
 }  // extern "C"

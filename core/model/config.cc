@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/text_file.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -289,11 +290,9 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   if (!fs::is_directory(model_dir, ec))
     return absl::NotFoundError(absl::StrCat(model_dir, ": no such model folder"));
   const std::string path = (fs::path(model_dir) / "config.json").string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open (is this a Hugging Face model folder?)"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseModelConfig(ss.str(), path);
+  auto text = ReadTextFile(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat(path, ": cannot open (is this a Hugging Face model folder?)"));
+  return ParseModelConfig(*text, path);
 }
 
 }  // namespace ds

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/text_file.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -63,27 +64,6 @@ std::vector<uint32_t> ByteLevelAlphabet() {
     map[b] = printable ? b : next++;
   }
   return map;
-}
-
-absl::StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
-  // A symbolic link checked out as a text file (git without symlink support) holds the
-  // relative path of its target: follow it once.
-  if (!text.empty() && text.size() < 4096 && text[0] != '{' && text.find('\n') == std::string::npos) {
-    const auto target = std::filesystem::path(path).parent_path() / text;
-    std::error_code ec;
-    if (std::filesystem::is_regular_file(target, ec)) {
-      std::ifstream linked(target, std::ios::binary);
-      std::stringstream ls;
-      ls << linked.rdbuf();
-      return ls.str();
-    }
-  }
-  return text;
 }
 
 // bos_token / eos_token in tokenizer_config.json: a string or an AddedToken object.
@@ -143,10 +123,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& model_dir) {
   namespace fs = std::filesystem;
   const std::string path = (fs::path(model_dir) / "tokenizer.json").string();
-  DS_ASSIGN_OR_RETURN(std::string text, ReadText(path));
+  DS_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
   DS_ASSIGN_OR_RETURN(auto tokenizer, FromJson(text, path));
   const std::string config_path = (fs::path(model_dir) / "tokenizer_config.json").string();
-  if (auto config_text = ReadText(config_path); config_text.ok()) {
+  if (auto config_text = ReadTextFile(config_path); config_text.ok()) {
     const json config = json::parse(*config_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object())
       return FormatError(absl::StrCat(config_path, ": not a JSON object"));
