@@ -143,6 +143,7 @@ typedef struct ds_model_info {
   uint64_t weight_bytes;     /* backend memory the weights take */
   char backend[16];          /* "cpu", "cuda" */
   int32_t has_tokenizer;     /* the folder's tokenizer.json loaded (else ds_tokenize says why not) */
+  uint64_t kv_bytes_per_token; /* KV cache memory per token of context, all layers */
 } ds_model_info;
 
 DS_API ds_status ds_engine_info(const ds_engine* engine, ds_model_info* info);

@@ -305,3 +305,21 @@ TEST(TextApi, NoTokenizerIsAClearError) {
 
 }  // namespace
 }  // namespace ds::testing
+
+namespace ds::testing {
+namespace {
+
+TEST(Utf8, InvalidBytesBecomeReplacementCharactersAndPartialOnesWait) {
+  std::string out;
+  EXPECT_EQ(AppendValidUtf8("a\x80" "b\xe4\xb8", /*final=*/false, out), 3u);  // the 2 bytes of 中 wait
+  EXPECT_EQ(out, "a\xEF\xBF\xBD" "b");
+  out.clear();
+  EXPECT_EQ(AppendValidUtf8("\xe4\xb8\xad\xc0\xaf", /*final=*/true, out), 5u);
+  EXPECT_EQ(out, "\xe4\xb8\xad\xEF\xBF\xBD\xEF\xBF\xBD");  // 中, then an overlong pair
+  out.clear();
+  AppendValidUtf8("\xed\xa0\x80z\xe4\xb8", /*final=*/true, out);  // a surrogate, then a cut-off sequence
+  EXPECT_EQ(out, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDz\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+}  // namespace
+}  // namespace ds::testing

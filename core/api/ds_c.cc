@@ -203,6 +203,9 @@ ds_status ds_engine_info(const ds_engine* engine, ds_model_info* info) {
     full.weight_bytes = e.weight_bytes();
     CopyString(full.backend, sizeof(full.backend), e.backend().name());
     full.has_tokenizer = e.tokenizer().ok() ? 1 : 0;
+    int64_t per_layer = 0;
+    for (int64_t width : e.model().CacheWidths()) per_layer += width * static_cast<int64_t>(sizeof(float));
+    full.kv_bytes_per_token = static_cast<uint64_t>(per_layer * e.model().n_layers());
     if (auto tokenizer = e.tokenizer(); tokenizer.ok()) {
       if ((*tokenizer)->bos_id() >= 0) full.bos_token_id = (*tokenizer)->bos_id();
       if ((*tokenizer)->eos_id() >= 0) full.eos_token_id = (*tokenizer)->eos_id();

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/model/text_file.h"
+#include "core/tokenizer/stream_decoder.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -396,12 +397,15 @@ absl::StatusOr<std::string> Tokenizer::TokenBytes(int32_t id) const {
 }
 
 absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids, bool keep_special) const {
-  std::string out;
+  std::string bytes;
   for (int32_t id : ids) {
     if (!keep_special && IsSpecial(id)) continue;
-    DS_ASSIGN_OR_RETURN(std::string bytes, TokenBytes(id));
-    out += bytes;
+    DS_ASSIGN_OR_RETURN(std::string token, TokenBytes(id));
+    bytes += token;
   }
+  // Bytes that are not UTF-8 become U+FFFD, as Hugging Face's decode does.
+  std::string out;
+  AppendValidUtf8(bytes, /*final=*/true, out);
   return out;
 }
 

@@ -27,7 +27,7 @@ class Tokenizer {
   // Text (valid UTF-8, else InvalidArgument naming the byte) to ids; add_special prepends BOS
   // where the tokenizer config asks for it.
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text, bool add_special) const;
-  // Ids to bytes. Special tokens are dropped unless keep_special.
+  // Ids to text (invalid UTF-8 replaced by U+FFFD). Special tokens are dropped unless keep_special.
   absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids, bool keep_special) const;
   // One token's bytes (may be part of a UTF-8 sequence).
   absl::StatusOr<std::string> TokenBytes(int32_t id) const;
