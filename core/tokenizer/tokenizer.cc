@@ -184,6 +184,8 @@ absl::Status Tokenizer::Parse(absl::string_view text, const std::string& path) {
   }
   std::stable_sort(added_.begin(), added_.end(),
                    [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
+  added_by_first_byte_.assign(256, {});
+  for (const auto& a : added_) added_by_first_byte_[static_cast<uint8_t>(a.content[0])].push_back(&a);
 
   const std::vector<uint32_t> alphabet = ByteLevelAlphabet();
   for (int b = 0; b < 256; ++b) {
@@ -291,9 +293,9 @@ void Tokenizer::SplitAdded(absl::string_view text, std::vector<std::pair<absl::s
   size_t start = 0, i = 0;
   while (i < text.size()) {
     const AddedToken* hit = nullptr;
-    for (const auto& a : added_) {
-      if (text.compare(i, a.content.size(), a.content) == 0) {
-        hit = &a;
+    for (const AddedToken* a : added_by_first_byte_[static_cast<uint8_t>(text[i])]) {
+      if (text.compare(i, a->content.size(), a->content) == 0) {
+        hit = a;
         break;
       }
     }

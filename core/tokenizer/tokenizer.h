@@ -54,6 +54,7 @@ class Tokenizer {
   std::vector<std::string> id_to_token_;
   std::vector<bool> special_;
   std::vector<AddedToken> added_;  // longest first
+  std::vector<std::vector<const AddedToken*>> added_by_first_byte_;  // [256], longest first
   std::vector<std::unique_ptr<Regex>> splits_;
   // (left id << 32 | right id) -> (rank, merged id)
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
