@@ -94,6 +94,7 @@ bool Answer(ds_session* session, const CommonOptions& o, const std::string& text
   if (printer.color && printer.in_reasoning) std::fputs("\033[0m", stdout);
   printer.in_reasoning = false;
   std::fputc('\n', stdout);
+  std::fflush(stdout);
   if (s != DS_OK) return Fail("generation failed", s) == 0;
   if (!o.quiet)
     std::fprintf(stderr, "[%u prompt tokens at %.1f tok/s, %u generated at %.1f tok/s, %s]\n", result.n_prompt_tokens,
