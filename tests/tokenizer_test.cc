@@ -87,3 +87,38 @@ TEST(Tokenizer, RejectsMalformedFiles) {
 
 }  // namespace
 }  // namespace ds::testing
+
+namespace ds::testing {
+namespace {
+
+// A Qwen2-style tokenizer.json (NFC normalizer, its own regex, ignore_merges as Llama 3 has),
+// built from the DeepSeek file: nothing about DeepSeek's file is assumed.
+TEST(Tokenizer, NormalizerAndIgnoreMergesFromTheFile) {
+  auto j = nlohmann::json::parse(ReadFile(FixturePath("tokenizer") + "/tokenizer.json"));
+  j["normalizer"] = {{"type", "NFC"}};
+  j["pre_tokenizer"] = {{"type", "Sequence"},
+                        {"pretokenizers",
+                         {{{"type", "Split"},
+                           {"pattern", {{"Regex", R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}}},
+                           {"behavior", "Isolated"},
+                           {"invert", false}},
+                          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  auto tok = Tokenizer::FromJson(j.dump(), "qwen-like.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  // NFC: "e" + combining acute is "é", one code point, so both spellings tokenize alike.
+  EXPECT_EQ(*(*tok)->Encode("caf\xc3\xa9", false), *(*tok)->Encode("cafe\xcc\x81", false));
+  // Digits one by one under this regex (DeepSeek's splits them in threes).
+  EXPECT_EQ((*tok)->Encode("2024", false)->size(), 4u);
+  EXPECT_EQ(DeepseekTokenizer().Encode("2024", false)->size(), 2u);
+
+  j["model"]["ignore_merges"] = true;
+  auto llama_like = Tokenizer::FromJson(j.dump(), "llama-like.json");
+  ASSERT_TRUE(llama_like.ok());
+  EXPECT_EQ(*(*llama_like)->Encode("Hello world", false), *(*tok)->Encode("Hello world", false));
+
+  j["normalizer"] = {{"type", "Lowercase"}};
+  EXPECT_EQ(Tokenizer::FromJson(j.dump(), "t.json").status().code(), absl::StatusCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace ds::testing

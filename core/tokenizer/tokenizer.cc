@@ -2,6 +2,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -221,13 +222,22 @@ absl::Status Tokenizer::Parse(absl::string_view text, const std::string& path) {
     }
   }
 
-  // normalizer: none is supported but the empty one
+  ignore_merges_ = model.value("ignore_merges", false);
+
+  // normalizer: none, NFC, or a Sequence of those
   if (j.contains("normalizer") && !j["normalizer"].is_null()) {
-    const json& n = j["normalizer"];
-    const bool empty_sequence = n.is_object() && n.value("type", "") == "Sequence" && n.contains("normalizers") &&
-                                n["normalizers"].is_array() && n["normalizers"].empty();
-    if (!empty_sequence)
-      return unsupported(absl::StrCat("normalizer ", n.is_object() ? n.value("type", "?") : "?", " is not supported yet"));
+    std::vector<json> normalizers{j["normalizer"]};
+    if (j["normalizer"].is_object() && j["normalizer"].value("type", "") == "Sequence" &&
+        j["normalizer"].contains("normalizers") && j["normalizer"]["normalizers"].is_array())
+      normalizers = j["normalizer"]["normalizers"].get<std::vector<json>>();
+    for (const auto& n : normalizers) {
+      const std::string type = n.is_object() ? n.value("type", "?") : "?";
+      if (type == "NFC") {
+        nfc_ = true;
+      } else {
+        return unsupported(absl::StrCat("normalizer ", type, " is not supported (NFC is)"));
+      }
+    }
   }
 
   // pre_tokenizer: Split (Isolated) regexes, then ByteLevel
@@ -312,6 +322,14 @@ void Tokenizer::SplitAdded(absl::string_view text, std::vector<std::pair<absl::s
 }
 
 void Tokenizer::EncodePiece(absl::string_view piece, std::vector<int32_t>& ids) const {
+  if (ignore_merges_) {
+    std::string mapped;
+    for (char c : piece) mapped += id_to_token_[byte_token_[static_cast<uint8_t>(c)]];
+    if (const auto it = token_to_id_.find(mapped); it != token_to_id_.end()) {
+      ids.push_back(it->second);
+      return;
+    }
+  }
   std::vector<int32_t> symbols;
   symbols.reserve(piece.size());
   for (char c : piece) symbols.push_back(byte_token_[static_cast<uint8_t>(c)]);
@@ -346,10 +364,24 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, b
   std::vector<pcre2_match_data*> match_data;
   for (const auto& r : splits_) match_data.push_back(pcre2_match_data_create_from_pattern(r->code, nullptr));
   std::vector<absl::string_view> pieces, next;
-  for (const auto& [segment, id] : segments) {
+  std::string normalized;
+  for (auto [segment, id] : segments) {
     if (id >= 0) {
       ids.push_back(id);
       continue;
+    }
+    if (nfc_) {
+      utf8proc_uint8_t* out = nullptr;
+      const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(segment.data()),
+                                              static_cast<utf8proc_ssize_t>(segment.size()), &out,
+                                              static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+      if (n < 0) {
+        for (auto* m : match_data) pcre2_match_data_free(m);
+        return absl::InvalidArgumentError(absl::StrCat("NFC normalization failed: ", utf8proc_errmsg(n)));
+      }
+      normalized.assign(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+      std::free(out);
+      segment = normalized;
     }
     pieces.assign(1, segment);
     // Each Split (Isolated) cuts every piece into its matches and the gaps between them.

@@ -60,6 +60,8 @@ class Tokenizer {
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
   int32_t byte_token_[256];  // id of each byte's byte-level character
   std::unordered_map<uint32_t, uint8_t> char_to_byte_;  // byte-level code point -> byte
+  bool nfc_ = false;            // normalizer NFC (Qwen2)
+  bool ignore_merges_ = false;  // a piece that is a whole vocabulary entry is taken as is (Llama 3)
   bool add_bos_ = false;
   int32_t bos_id_ = -1;
   int32_t eos_id_ = -1;
