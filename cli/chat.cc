@@ -13,7 +13,7 @@
 namespace ds_cli {
 namespace {
 
-const char* StopName(ds_stop_reason r) {
+const char* StopName(int32_t r) {
   switch (r) {
     case DS_STOP_EOS: return "end of sequence";
     case DS_STOP_MAX_TOKENS: return "max tokens";

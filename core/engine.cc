@@ -8,7 +8,9 @@ namespace ds {
 absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_dir, const EngineOptions& options) {
   std::shared_ptr<Engine> engine(new Engine());
   DS_ASSIGN_OR_RETURN(engine->config_, LoadModelConfig(model_dir));
-  switch (options.backend) {
+  if (options.make_backend) {
+    DS_ASSIGN_OR_RETURN(engine->backend_, options.make_backend());
+  } else switch (options.backend) {
     case BackendKind::kAuto:
     case BackendKind::kCpu: {
       DS_ASSIGN_OR_RETURN(engine->backend_, MakeCpuBackend(BackendOptions{.n_threads = options.n_threads}));

@@ -2,6 +2,7 @@
 // any number of sessions and threads.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +23,8 @@ struct EngineOptions {
   BackendKind backend = BackendKind::kCpu;
   int n_threads = 0;
   ProgressFn progress;
+  // Supplies the backend instead of `backend` (tests inject faults through it).
+  std::function<absl::StatusOr<std::unique_ptr<Backend>>()> make_backend;
 };
 
 class Engine {

@@ -12,6 +12,8 @@
  *    tensor or field and the reason is kept in thread-local storage: ds_last_error().
  *  - No call aborts the process or lets a C++ exception escape, whatever the arguments.
  *  - Strings are UTF-8 with explicit lengths where they come from the caller.
+ *  - Enum-valued struct fields are int32_t (an enum's size is the compiler's choice); functions
+ *    return ds_status, an int-sized enum on every supported platform.
  *
  * Threads: an engine is immutable after ds_engine_open and may be shared by any number of
  * threads and sessions. A session is used by one thread at a time; different sessions run in
@@ -85,9 +87,9 @@ typedef void (*ds_progress_callback)(void* user_data, uint64_t done_bytes, uint6
 
 typedef struct ds_engine_options {
   uint32_t struct_size;            /* sizeof(ds_engine_options), set by ds_engine_options_init */
-  ds_backend backend;              /* default DS_BACKEND_CPU */
+  int32_t backend;                 /* a ds_backend; default DS_BACKEND_CPU */
   int32_t n_threads;               /* CPU threads; 0 (default) = the machine's cores */
-  ds_compute_dtype compute_dtype;  /* default DS_COMPUTE_AUTO */
+  int32_t compute_dtype;           /* a ds_compute_dtype; default DS_COMPUTE_AUTO */
   ds_progress_callback progress;   /* default NULL: no progress reports */
   void* progress_user_data;
 } ds_engine_options;
@@ -260,7 +262,7 @@ typedef struct ds_generate_params {
 
 typedef struct ds_generate_result {
   uint32_t struct_size;             /* set by the caller to sizeof(ds_generate_result) */
-  ds_stop_reason stop_reason;
+  int32_t stop_reason;              /* a ds_stop_reason */
   uint32_t n_prompt_tokens;
   uint32_t n_generated_tokens;
   double prefill_seconds;

@@ -227,7 +227,7 @@ TEST_F(SessionBadInput, NullPointersAndBadOptions) {
 
   ds_engine_options eo;
   ds_engine_options_init(&eo);
-  eo.backend = static_cast<ds_backend>(77);
+  eo.backend = 77;
   ds_engine* e = nullptr;
   EXPECT_EQ(ds_engine_open(FixturePath("qwen2_tiny").c_str(), &eo, &e), DS_ERR_INVALID_ARGUMENT);
   ds_engine_options_init(&eo);

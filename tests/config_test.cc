@@ -96,3 +96,20 @@ TEST(Rope, YarnRampMatchesTheFormula) {
 
 }  // namespace
 }  // namespace ds
+
+namespace ds {
+namespace {
+
+// Found by fuzz_config: a float outside int64 in an integer field was converted (undefined).
+TEST(Config, HugeFloatInAnIntegerFieldIsAnError) {
+  auto c = ParseModelConfig(R"({"model_type":"llama","vocab_size":1e300,"hidden_size":8,"intermediate_size":8,
+      "num_hidden_layers":1,"num_attention_heads":2})", "cfg.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("vocab_size"), absl::string_view::npos) << c.status();
+  auto whole = ParseModelConfig(R"({"model_type":"llama","vocab_size":10.0,"hidden_size":8,"intermediate_size":8,
+      "num_hidden_layers":1,"num_attention_heads":2})", "cfg.json");
+  EXPECT_TRUE(whole.ok()) << whole.status();
+}
+
+}  // namespace
+}  // namespace ds

@@ -122,3 +122,21 @@ TEST(Tokenizer, NormalizerAndIgnoreMergesFromTheFile) {
 
 }  // namespace
 }  // namespace ds::testing
+
+namespace ds::testing {
+namespace {
+
+// Found by fuzz_tokenizer_json: a Split regex that matches the empty string at the end of a
+// piece made the empty-match step read past it.
+TEST(Tokenizer, RegexWithEmptyMatchesIsSafe) {
+  auto j = nlohmann::json::parse(ReadFile(FixturePath("tokenizer") + "/tokenizer.json"));
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "x*"}}}, {"behavior", "Isolated"}, {"invert", false}};
+  auto tok = Tokenizer::FromJson(j.dump(), "empty-match.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  auto ids = (*tok)->Encode("abxxc", false);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*(*tok)->Decode(*ids, true), "abxxc");
+}
+
+}  // namespace
+}  // namespace ds::testing

@@ -154,7 +154,7 @@ ds_status ds_engine_open(const char* model_dir, const ds_engine_options* options
     ds_engine_options o;
     if (ds_status s = ReadOptions(options, &o, ds_engine_options_init, "ds_engine_open"); s != DS_OK) return s;
     ds::EngineOptions eo;
-    switch (o.backend) {
+    switch (o.backend) {  // an int32_t: any value a caller passes is safe to switch on
       case DS_BACKEND_AUTO: eo.backend = ds::BackendKind::kAuto; break;
       case DS_BACKEND_CPU: eo.backend = ds::BackendKind::kCpu; break;
       case DS_BACKEND_CUDA: eo.backend = ds::BackendKind::kCuda; break;
@@ -421,7 +421,7 @@ ds_status ds_session_generate(ds_session* session, const ds_generate_params* par
       ds_generate_result full;
       std::memset(static_cast<void*>(&full), 0, sizeof(full));
       full.struct_size = result->struct_size;
-      full.stop_reason = static_cast<ds_stop_reason>(r->stop_reason);
+      full.stop_reason = static_cast<int32_t>(r->stop_reason);
       full.n_prompt_tokens = static_cast<uint32_t>(r->n_prompt);
       full.n_generated_tokens = static_cast<uint32_t>(r->n_generated);
       full.prefill_seconds = r->prefill_seconds;

@@ -1,5 +1,6 @@
 #include "core/model/config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -32,8 +33,11 @@ class FieldReader {
     }
     const json& v = j_[name];
     if (v.is_number_integer()) return v.get<int64_t>();
-    if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
-      return static_cast<int64_t>(v.get<double>());
+    // A whole float (e.g. 4096.0) is accepted; converting one outside int64 would be undefined.
+    if (v.is_number_float()) {
+      const double d = v.get<double>();
+      if (std::isfinite(d) && std::abs(d) < 9.0e18 && d == std::trunc(d)) return static_cast<int64_t>(d);
+    }
     Fail(absl::StrCat("field '", name, "' must be an integer"));
     return fallback;
   }

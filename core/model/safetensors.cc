@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/model/text_file.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -149,6 +150,28 @@ const TensorEntry* SafetensorsFile::Find(absl::string_view name) const {
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
+absl::StatusOr<std::vector<std::string>> ParseShardIndex(absl::string_view json_text, const std::string& path) {
+  const json j = json::parse(json_text.data(), json_text.data() + json_text.size(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    return FormatError(absl::StrCat(path, ": expected an object with a 'weight_map'"));
+  std::vector<std::string> shards;
+  std::map<std::string, bool> seen;
+  for (const auto& [tensor, file] : j["weight_map"].items()) {
+    if (!file.is_string())
+      return FormatError(absl::StrCat(path, ": weight_map['", tensor, "'] is not a file name"));
+    const std::string f = file.get<std::string>();
+    // A shard is a file in this folder, nothing else.
+    if (f.empty() || f.find('/') != std::string::npos || f.find('\0') != std::string::npos || f == "." || f == "..")
+      return FormatError(absl::StrCat(path, ": shard name '", f, "' is not a file in the model folder"));
+    if (!seen[f]) {
+      seen[f] = true;
+      shards.push_back(f);
+    }
+  }
+  if (shards.empty()) return FormatError(absl::StrCat(path, ": weight_map is empty"));
+  return shards;
+}
+
 absl::StatusOr<Checkpoint> Checkpoint::Open(const std::string& dir) {
   namespace fs = std::filesystem;
   Checkpoint ckpt;
@@ -159,26 +182,9 @@ absl::StatusOr<Checkpoint> Checkpoint::Open(const std::string& dir) {
   std::error_code ec;
   std::vector<std::string> shard_names;
   if (fs::exists(index, ec)) {
-    std::ifstream in(index);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-      return FormatError(absl::StrCat(index.string(), ": expected an object with a 'weight_map'"));
-    std::map<std::string, bool> seen;
-    for (const auto& [tensor, file] : j["weight_map"].items()) {
-      if (!file.is_string())
-        return FormatError(absl::StrCat(index.string(), ": weight_map['", tensor, "'] is not a file name"));
-      const std::string f = file.get<std::string>();
-      // A shard is a file in this folder, nothing else.
-      if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
-        return FormatError(absl::StrCat(index.string(), ": shard name '", f, "' is not a file in the model folder"));
-      if (!seen[f]) {
-        seen[f] = true;
-        shard_names.push_back(f);
-      }
-    }
-    if (shard_names.empty()) return FormatError(absl::StrCat(index.string(), ": weight_map is empty"));
+    auto text = ReadTextFile(index.string());
+    if (!text.ok()) return text.status();
+    DS_ASSIGN_OR_RETURN(shard_names, ParseShardIndex(*text, index.string()));
   } else if (fs::exists(single, ec)) {
     shard_names.push_back("model.safetensors");
   } else if (!fs::is_directory(root, ec)) {

@@ -54,6 +54,10 @@ class SafetensorsFile {
   std::unordered_map<std::string, size_t> index_;
 };
 
+// The shard files a model.safetensors.index.json names, in first-seen order; each is a plain
+// file name in the model folder. `path` names the index in messages.
+absl::StatusOr<std::vector<std::string>> ParseShardIndex(absl::string_view json_text, const std::string& path);
+
 // All tensors of a model folder.
 class Checkpoint {
  public:

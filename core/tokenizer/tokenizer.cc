@@ -395,6 +395,7 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, b
           if (rc < 0) break;
           const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match_data[r]);
           if (ov[1] == ov[0]) {  // an empty match: step over one character
+            if (ov[0] >= piece.size()) break;
             uint32_t cp;
             search = ov[0] + Utf8Next(piece, ov[0], &cp);
             continue;
