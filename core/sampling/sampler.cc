@@ -26,8 +26,31 @@ int32_t Argmax(const float* logits, int64_t n) {
 
 double Sampler::Uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
 
+// Temperature (and min-p) alone need no ordering: one pass for the weights, one to draw.
+int32_t Sampler::SampleUnsorted(const float* logits, int64_t n) {
+  const float max_logit = logits[Argmax(logits, n)];
+  // min-p keeps p_i >= min_p * p_max, that is logit_i >= max + T ln(min_p).
+  const double floor = params_.min_p > 0.0f ? max_logit + params_.temperature * std::log(params_.min_p) : -INFINITY;
+  weights_.resize(static_cast<size_t>(n));
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    weights_[i] = logits[i] >= floor ? std::exp((logits[i] - max_logit) / params_.temperature) : 0.0;
+    sum += weights_[i];
+  }
+  double u = Uniform() * sum;
+  int64_t last = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (weights_[i] == 0.0) continue;
+    last = i;
+    u -= weights_[i];
+    if (u < 0) return static_cast<int32_t>(i);
+  }
+  return static_cast<int32_t>(last);
+}
+
 int32_t Sampler::Sample(const float* logits, int64_t n) {
   if (params_.temperature <= 0.0f) return Argmax(logits, n);
+  if (params_.top_k == 0 && params_.top_p >= 1.0f) return SampleUnsorted(logits, n);
 
   // Candidates sorted by logit, highest first (ties: lower id first, so runs are reproducible).
   candidates_.resize(static_cast<size_t>(n));

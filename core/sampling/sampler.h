@@ -31,10 +31,12 @@ class Sampler {
 
  private:
   double Uniform();  // [0, 1), the same on every platform for a seed
+  int32_t SampleUnsorted(const float* logits, int64_t n);
 
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> candidates_;
+  std::vector<double> weights_;
 };
 
 }  // namespace ds

@@ -415,8 +415,10 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, b
 }
 
 absl::StatusOr<std::string> Tokenizer::TokenBytes(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size() || id_to_token_[id].empty())
-    return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is not in the vocabulary"));
+  if (id < 0) return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is negative"));
+  // Models pad their vocabulary past the tokenizer's (DeepSeek-V3: 129280 rows, 128815 tokens);
+  // such ids, and any other without a token, decode to nothing, as in Hugging Face.
+  if (static_cast<size_t>(id) >= id_to_token_.size()) return std::string();
   const std::string& token = id_to_token_[id];
   // Byte-level characters map back to bytes; a token with any other character (an added token's
   // literal text) is its own UTF-8, as the ByteLevel decoder does.

@@ -29,7 +29,8 @@ class Tokenizer {
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text, bool add_special) const;
   // Ids to text (invalid UTF-8 replaced by U+FFFD). Special tokens are dropped unless keep_special.
   absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids, bool keep_special) const;
-  // One token's bytes (may be part of a UTF-8 sequence).
+  // One token's bytes (may be part of a UTF-8 sequence); empty for an id the tokenizer does not
+  // have (models pad their vocabulary), an error for a negative one.
   absl::StatusOr<std::string> TokenBytes(int32_t id) const;
   bool IsSpecial(int32_t id) const;
 
