@@ -123,7 +123,7 @@ absl::StatusOr<GenerateResult> Generate(Session& session, const Tokenizer& token
       result.stop_reason = StopReason::kCancelled;
       break;
     }
-    if (session.n_tokens() >= session.n_ctx()) {
+    if (session.n_ahead() == 0 && session.n_tokens() >= session.n_ctx()) {
       result.stop_reason = StopReason::kContextFull;
       break;
     }
@@ -156,6 +156,8 @@ absl::StatusOr<GenerateResult> Generate(Session& session, const Tokenizer& token
     gate.Feed(decoder.Flush(), emit);
     gate.Flush(emit);
   }
+  // Speculative steps may have decided tokens past the stop: they are not part of the answer.
+  session.DropAhead();
   result.decode_seconds = Seconds(decode_start);
   return result;
 }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/arch/ops.h"
+#include "core/spec/speculator.h"
 #include "core/status.h"
 
 namespace ds {
@@ -20,7 +21,27 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(std::shared_ptr<const E
   DS_RETURN_IF_ERROR(ValidateSamplingParams(options.sampling));
   if (options.n_ctx < 0) return absl::InvalidArgumentError(absl::StrCat("n_ctx must be >= 0, got ", options.n_ctx));
   const int64_t n_ctx = options.n_ctx > 0 ? options.n_ctx : engine->config().max_position_embeddings;
-  return std::unique_ptr<Session>(new Session(std::move(engine), options, n_ctx));
+  std::unique_ptr<Session> session(new Session(std::move(engine), options, n_ctx));
+  if (options.speculative && options.speculative->method != SpeculativeMethod::kNone) {
+    DS_ASSIGN_OR_RETURN(session->speculator_, Speculator::Create(*session, *options.speculative));
+  }
+  return session;
+}
+
+Session::~Session() = default;
+
+const SpeculativeStats* Session::speculative_stats() const {
+  return speculator_ ? &speculator_->stats() : nullptr;
+}
+
+void Session::DropAhead() {
+  if (ahead_.empty()) return;
+  const int64_t keep = n_tokens() - static_cast<int64_t>(ahead_.size());
+  ahead_.clear();
+  // Back to the last token handed out, with its logits (one decode step).
+  const int32_t last = tokens_[static_cast<size_t>(keep - 1)];
+  Rollback(keep - 1);
+  if (!AppendImpl({&last, 1}, false).ok()) Rollback(keep - 1);
 }
 
 Session::Session(std::shared_ptr<const Engine> engine, const SessionOptions& options, int64_t n_ctx)
@@ -45,10 +66,35 @@ absl::Status Session::Forward(absl::Span<const int32_t> ids, bool keep_all_logit
   DS_RETURN_IF_ERROR(engine_->backend().Download(hidden, hidden_.data() + hidden_at));
   DS_RETURN_IF_ERROR(engine_->backend().Download(logits, logits_.data() + logits_at));
   tokens_.insert(tokens_.end(), ids.begin(), ids.end());
+  ++version_;
+  if (observer_) observer_(pos0, hidden_.data() + hidden_at, n);
   return absl::OkStatus();
 }
 
 absl::Status Session::Append(absl::Span<const int32_t> ids) {
+  DropAhead();
+  return AppendImpl(ids, options_.logits_all);
+}
+
+absl::Status Session::Score(absl::Span<const int32_t> ids) { return AppendImpl(ids, /*keep_all_logits=*/true); }
+
+void Session::Commit(int64_t n_tokens, int64_t row) {
+  ++version_;
+  const size_t V = static_cast<size_t>(n_vocab()), H = static_cast<size_t>(engine_->config().hidden_size);
+  tokens_.resize(static_cast<size_t>(n_tokens));
+  logits_.erase(logits_.begin(), logits_.begin() + static_cast<std::ptrdiff_t>(row * V));
+  logits_.resize(V);
+  hidden_.resize(static_cast<size_t>(row + 1) * H);
+}
+
+void Session::Rollback(int64_t n_tokens) {
+  ++version_;
+  tokens_.resize(static_cast<size_t>(std::min<int64_t>(n_tokens, this->n_tokens())));
+  logits_.clear();
+  hidden_.clear();
+}
+
+absl::Status Session::AppendImpl(absl::Span<const int32_t> ids, bool keep_all_logits) {
   if (ids.empty()) return absl::InvalidArgumentError("no tokens to append");
   const int64_t V = n_vocab();
   for (size_t i = 0; i < ids.size(); ++i)
@@ -67,8 +113,8 @@ absl::Status Session::Append(absl::Span<const int32_t> ids) {
     const size_t n = std::min<size_t>(kPrefillChunk, ids.size() - at);
     const bool last_chunk = at + n == ids.size();
     absl::Status s = at > 0 && cancel_requested() ? absl::CancelledError("cancelled during prefill")
-                                                  : Forward(ids.subspan(at, n), options_.logits_all);
-    if (s.ok() && !options_.logits_all && !last_chunk) logits_.clear();  // only the final row matters
+                                                  : Forward(ids.subspan(at, n), keep_all_logits);
+    if (s.ok() && !keep_all_logits && !last_chunk) logits_.clear();  // only the final row matters
     if (!s.ok()) {
       tokens_.resize(static_cast<size_t>(start));
       logits_ = std::move(old_logits);
@@ -80,6 +126,15 @@ absl::Status Session::Append(absl::Span<const int32_t> ids) {
 }
 
 absl::StatusOr<int32_t> Session::NextToken() {
+  if (speculator_) {
+    if (ahead_.empty()) {
+      DS_ASSIGN_OR_RETURN(std::vector<int32_t> step, speculator_->Step(*this));
+      ahead_.assign(step.begin(), step.end());
+    }
+    const int32_t token = ahead_.front();
+    ahead_.pop_front();
+    return token;
+  }
   if (!has_logits()) return absl::FailedPreconditionError("no logits yet: append a prompt first");
   const int32_t token = sampler_.Sample(logits(), n_vocab());
   DS_RETURN_IF_ERROR(Append({&token, 1}));
@@ -87,9 +142,10 @@ absl::StatusOr<int32_t> Session::NextToken() {
 }
 
 absl::Status Session::Truncate(int64_t n) {
+  DropAhead();
   if (n < 0 || n > n_tokens())
     return absl::InvalidArgumentError(absl::StrCat("cannot truncate to ", n, " tokens: the session holds ", n_tokens()));
-  if (n == n_tokens()) return absl::OkStatus();
+  if (n == n_tokens() && has_logits()) return absl::OkStatus();
   if (n == 0) {
     Reset();
     return absl::OkStatus();
@@ -110,6 +166,8 @@ absl::Status Session::SetSampling(const SamplingParams& params) {
 }
 
 void Session::Reset() {
+  ahead_.clear();
+  ++version_;
   tokens_.clear();
   logits_.clear();
   hidden_.clear();

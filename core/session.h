@@ -3,6 +3,8 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -13,11 +15,18 @@
 #include "core/sampling/sampler.h"
 
 namespace ds {
+class Speculator;
+struct SpeculativeOptions;
+struct SpeculativeStats;
+}  // namespace ds
+
+namespace ds {
 
 struct SessionOptions {
   int64_t n_ctx = 0;  // 0: the model's max_position_embeddings
   SamplingParams sampling;
   bool logits_all = false;
+  std::shared_ptr<const SpeculativeOptions> speculative;  // null: plain decoding
 };
 
 class Session {
@@ -28,10 +37,33 @@ class Session {
   // Prefill (or one step): runs the tokens, keeps the last position's logits (every position's
   // with logits_all) and the final hidden states. On any error the session is unchanged.
   absl::Status Append(absl::Span<const int32_t> ids);
-  // Samples from the current logits, appends the token, and returns it.
+  // Samples from the current logits, appends the token, and returns it. With speculative
+  // decoding one target pass may decide several tokens: they are appended at once and returned
+  // by this and the following calls.
   absl::StatusOr<int32_t> NextToken();
+  // Tokens decoded ahead of what NextToken returned (speculative decoding); DropAhead rolls
+  // them back (generation stopped before them).
+  int64_t n_ahead() const { return static_cast<int64_t>(ahead_.size()); }
+  void DropAhead();
+  const SpeculativeStats* speculative_stats() const;
+  const Speculator* speculator() const { return speculator_.get(); }
   absl::Status Truncate(int64_t n_tokens);
   void Reset();
+
+  // Speculative decoding's mechanics. Score runs the tokens in one pass and keeps every
+  // position's logits and hidden states; Commit then keeps the first n_tokens of the session,
+  // with the logits and hidden states of row `row` of that pass as the last ones. Rollback keeps
+  // n_tokens without recomputing anything (no logits until the next Append).
+  absl::Status Score(absl::Span<const int32_t> ids);
+  void Commit(int64_t n_tokens, int64_t row);
+  void Rollback(int64_t n_tokens);
+  Sampler& sampler() { return sampler_; }
+  // Counts changes to the session's tokens (to tell whether a decision made earlier still holds).
+  uint64_t version() const { return version_; }
+  // Called after every forward pass with its first position and its hidden rows.
+  using ForwardObserver = std::function<void(int64_t pos0, const float* hidden, int64_t n)>;
+  void SetForwardObserver(ForwardObserver observer) { observer_ = std::move(observer); }
+  ~Session();
   // Replaces the sampling parameters (and reseeds the RNG).
   absl::Status SetSampling(const SamplingParams& params);
 
@@ -58,6 +90,7 @@ class Session {
   Session(std::shared_ptr<const Engine> engine, const SessionOptions& options, int64_t n_ctx);
   // One forward pass over ids at the current position; appends logits/hidden rows.
   absl::Status Forward(absl::Span<const int32_t> ids, bool keep_all_logits);
+  absl::Status AppendImpl(absl::Span<const int32_t> ids, bool keep_all_logits);
 
   std::shared_ptr<const Engine> engine_;
   SessionOptions options_;
@@ -68,6 +101,10 @@ class Session {
   std::vector<float> logits_;
   std::vector<float> hidden_;
   std::atomic<bool> cancel_{false};
+  uint64_t version_ = 0;
+  ForwardObserver observer_;
+  std::unique_ptr<Speculator> speculator_;
+  std::deque<int32_t> ahead_;
 };
 
 }  // namespace ds

@@ -107,7 +107,38 @@ typedef struct ds_session_options {
   uint64_t seed;         /* the session's RNG seed: same seed, same tokens */
   int32_t logits_all;    /* non-zero: ds_session_all_logits returns every appended position's
                             logits, not only the last one's (costs a vocab-sized row per token) */
+  /* Speculative decoding: a proposer drafts tokens, the model checks them all in one pass.
+   * Greedy output is identical to plain decoding; sampled output has the same distribution.
+   * ds_session_next_token and ds_session_generate then decide several tokens per model pass
+   * (next_token hands them out one per call). */
+  int32_t speculative_method; /* a ds_speculative_method; default DS_SPECULATIVE_NONE */
+  int32_t draft_tokens;       /* k, tokens drafted per pass (1..64); default 4 */
+  int32_t draft_adaptive;     /* non-zero: k grows while drafts are accepted, shrinks when not */
+  ds_engine* draft_engine;    /* DS_SPECULATIVE_DRAFT: a smaller model with the same vocabulary
+                                 (it must stay open while the session lives) */
+  int32_t ngram_min;          /* DS_SPECULATIVE_NGRAM: the shortest suffix to look up; default 1 */
+  int32_t ngram_max;          /* the longest; default 3 */
 } ds_session_options;
+
+typedef enum ds_speculative_method {
+  DS_SPECULATIVE_NONE = 0,
+  DS_SPECULATIVE_DRAFT = 1, /* a draft model (draft_engine) */
+  DS_SPECULATIVE_MTP = 2,   /* DeepSeek-V3's next-token-prediction layer */
+  DS_SPECULATIVE_NGRAM = 3  /* prompt lookup: what followed an earlier occurrence of the last tokens */
+} ds_speculative_method;
+
+typedef struct ds_session_stats {
+  uint32_t struct_size;          /* set by the caller to sizeof(ds_session_stats) */
+  uint64_t target_passes;        /* speculative steps (model passes over k+1 positions) */
+  uint64_t drafted_tokens;
+  uint64_t accepted_tokens;
+  double mean_accepted_length;   /* tokens decided per target pass (accepted drafts + 1) */
+  double draft_seconds;
+  double verify_seconds;
+} ds_session_stats;
+
+/* Speculative decoding's counters since the session was created (zeros without it). */
+DS_API ds_status ds_session_stats_get(const ds_session* session, ds_session_stats* stats);
 
 /* The DS_API_VERSION the loaded library was built with. */
 DS_API uint32_t ds_version(void);

@@ -10,6 +10,7 @@
 #include "core/engine.h"
 #include "core/generate.h"
 #include "core/session.h"
+#include "core/spec/speculator.h"
 
 struct ds_engine {
   std::shared_ptr<ds::Engine> engine;
@@ -226,6 +227,12 @@ void ds_session_options_init(ds_session_options* o) {
   o->min_p = 0.0f;
   o->seed = 0;
   o->logits_all = 0;
+  o->speculative_method = DS_SPECULATIVE_NONE;
+  o->draft_tokens = 4;
+  o->draft_adaptive = 0;
+  o->draft_engine = nullptr;
+  o->ngram_min = 1;
+  o->ngram_max = 3;
 }
 
 ds_status ds_session_create(ds_engine* engine, const ds_session_options* options, ds_session** out) {
@@ -239,6 +246,23 @@ ds_status ds_session_create(ds_engine* engine, const ds_session_options* options
     so.n_ctx = o.n_ctx;
     so.sampling = {.temperature = o.temperature, .top_k = o.top_k, .top_p = o.top_p, .min_p = o.min_p, .seed = o.seed};
     so.logits_all = o.logits_all != 0;
+    if (o.speculative_method != DS_SPECULATIVE_NONE) {
+      auto spec = std::make_shared<ds::SpeculativeOptions>();
+      switch (o.speculative_method) {
+        case DS_SPECULATIVE_DRAFT: spec->method = ds::SpeculativeMethod::kDraft; break;
+        case DS_SPECULATIVE_MTP: spec->method = ds::SpeculativeMethod::kMtp; break;
+        case DS_SPECULATIVE_NGRAM: spec->method = ds::SpeculativeMethod::kNgram; break;
+        default:
+          return Fail(DS_ERR_INVALID_ARGUMENT,
+                      absl::StrCat("ds_session_create: unknown speculative_method ", o.speculative_method));
+      }
+      spec->k = o.draft_tokens;
+      spec->adaptive = o.draft_adaptive != 0;
+      if (o.draft_engine) spec->draft_engine = o.draft_engine->engine;
+      spec->ngram_min = o.ngram_min;
+      spec->ngram_max = o.ngram_max;
+      so.speculative = std::move(spec);
+    }
     auto session = ds::Session::Create(engine->engine, so);
     if (!session.ok()) return Report(session.status());
     *out = new ds_session{*std::move(session)};
@@ -295,6 +319,7 @@ ds_status ds_session_next_token(ds_session* session, int32_t* token) {
 ds_status ds_session_truncate(ds_session* session, size_t n_tokens) {
   return Guard("ds_session_truncate", [&]() -> ds_status {
     if (!session) return NullArgument("ds_session_truncate", "session");
+    session->session->DropAhead();
     if (n_tokens > static_cast<size_t>(session->session->n_tokens()))
       return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_session_truncate: cannot keep ", n_tokens,
                                                         " tokens: the session holds ", session->session->n_tokens()));
@@ -311,7 +336,29 @@ ds_status ds_session_reset(ds_session* session) {
 }
 
 size_t ds_session_n_tokens(const ds_session* session) {
-  return session ? static_cast<size_t>(session->session->n_tokens()) : 0;
+  return session ? static_cast<size_t>(session->session->n_tokens() - session->session->n_ahead()) : 0;
+}
+
+ds_status ds_session_stats_get(const ds_session* session, ds_session_stats* stats) {
+  return Guard("ds_session_stats_get", [&]() -> ds_status {
+    if (!session) return NullArgument("ds_session_stats_get", "session");
+    if (!stats) return NullArgument("ds_session_stats_get", "stats");
+    if (stats->struct_size < sizeof(uint32_t) || stats->struct_size > sizeof(ds_session_stats))
+      return Fail(DS_ERR_INVALID_ARGUMENT, "ds_session_stats_get: set stats->struct_size to sizeof(ds_session_stats)");
+    ds_session_stats full;
+    std::memset(static_cast<void*>(&full), 0, sizeof(full));
+    full.struct_size = stats->struct_size;
+    if (const ds::SpeculativeStats* s = session->session->speculative_stats()) {
+      full.target_passes = static_cast<uint64_t>(s->target_passes);
+      full.drafted_tokens = static_cast<uint64_t>(s->drafted);
+      full.accepted_tokens = static_cast<uint64_t>(s->accepted);
+      full.mean_accepted_length = s->target_passes ? static_cast<double>(s->emitted) / s->target_passes : 0.0;
+      full.draft_seconds = s->draft_seconds;
+      full.verify_seconds = s->verify_seconds;
+    }
+    std::memcpy(static_cast<void*>(stats), &full, stats->struct_size);
+    return DS_OK;
+  });
 }
 
 ds_status ds_tokenize(const ds_engine* engine, const char* text, size_t len, int add_special, int32_t* ids,

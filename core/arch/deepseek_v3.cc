@@ -70,7 +70,7 @@ class DeepseekV3 final : public Model {
   Tensor LmHead(Ops& ops, const Tensor& hidden) const override { return ops.Linear(hidden, lm_head_); }
 
   Tensor MtpForward(Ops& ops, const Tensor& hidden, const Tensor& next_ids, KvCache& mtp_cache,
-                    int64_t pos0) const override {
+                    int64_t pos0, Tensor* block_out) const override {
     const Mtp& m = *mtp_;
     const int64_t T = hidden.rows, H = c_.hidden_size;
     Tensor e = ops.RmsNorm(ops.Embedding(m.embed_tokens, next_ids), m.enorm, eps());
@@ -82,6 +82,7 @@ class DeepseekV3 final : public Model {
     }
     Tensor x = ops.Linear(eh, m.eh_proj);
     x = BlockForward(ops, m.block, x, mtp_cache, 0, pos0);
+    if (block_out) *block_out = x;
     return ops.Linear(ops.RmsNorm(x, m.shared_head_norm, eps()), m.shared_head_head);
   }
 

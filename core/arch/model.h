@@ -31,9 +31,10 @@ class Model {
   virtual int64_t n_mtp_layers() const { return 0; }
   // MTP logits for positions pos0..: row i drafts the token after next_ids[i], from hidden[i]
   // (the main model's last hidden state at that position) and the embedding of next_ids[i]
-  // (the token that followed it). The MTP layer has its own one-layer cache.
+  // (the token that followed it). The MTP layer has its own one-layer cache. `block_out`, if
+  // given, receives the layer's output hidden states, which chain it to draft further.
   virtual Tensor MtpForward(Ops& ops, const Tensor& hidden, const Tensor& next_ids, KvCache& mtp_cache,
-                            int64_t pos0) const;
+                            int64_t pos0, Tensor* block_out = nullptr) const;
 };
 
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const ModelConfig& config, WeightLoader& loader);

@@ -103,4 +103,52 @@ int32_t Sampler::Sample(const float* logits, int64_t n) {
   return candidates_[keep - 1].second;
 }
 
+void Sampler::Probabilities(const float* logits, int64_t n, std::vector<float>& p) {
+  p.assign(static_cast<size_t>(n), 0.0f);
+  if (greedy()) {
+    p[Argmax(logits, n)] = 1.0f;
+    return;
+  }
+  // The same filters as Sample, on a sorted copy.
+  candidates_.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) candidates_[i] = {logits[i], static_cast<int32_t>(i)};
+  std::sort(candidates_.begin(), candidates_.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  size_t keep = params_.top_k > 0 ? std::min<size_t>(static_cast<size_t>(params_.top_k), candidates_.size()) : candidates_.size();
+  std::vector<double> w(keep);
+  double sum = 0;
+  for (size_t i = 0; i < keep; ++i) sum += w[i] = std::exp((candidates_[i].first - candidates_[0].first) / params_.temperature);
+  if (params_.top_p < 1.0f) {
+    double cumulative = 0;
+    size_t n_keep = 0;
+    while (n_keep < keep) {
+      cumulative += w[n_keep++] / sum;
+      if (cumulative >= params_.top_p) break;
+    }
+    keep = n_keep;
+  }
+  if (params_.min_p > 0.0f) {
+    size_t n_keep = 1;
+    while (n_keep < keep && w[n_keep] >= params_.min_p * w[0]) ++n_keep;
+    keep = n_keep;
+  }
+  double mass = 0;
+  for (size_t i = 0; i < keep; ++i) mass += w[i];
+  for (size_t i = 0; i < keep; ++i) p[candidates_[i].second] = static_cast<float>(w[i] / mass);
+}
+
+int32_t Sampler::SampleFrom(const std::vector<float>& p) {
+  double mass = 0;
+  for (float x : p) mass += x;
+  double u = Uniform() * mass;
+  int32_t last = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] <= 0.0f) continue;
+    last = static_cast<int32_t>(i);
+    u -= p[i];
+    if (u < 0) return last;
+  }
+  return last;
+}
+
 }  // namespace ds

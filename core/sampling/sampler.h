@@ -27,6 +27,12 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
   int32_t Sample(const float* logits, int64_t n);
+  // The distribution Sample draws from, after temperature, top-k, top-p and min-p (one-hot at
+  // the argmax when greedy); speculative sampling compares these. And a draw from one.
+  void Probabilities(const float* logits, int64_t n, std::vector<float>& p);
+  int32_t SampleFrom(const std::vector<float>& p);
+  double UniformDraw() { return Uniform(); }
+  bool greedy() const { return params_.temperature <= 0.0f; }
   void Reseed(uint64_t seed) { rng_.seed(seed); }
 
  private:
