@@ -68,7 +68,8 @@ int BenchCommand(int argc, char** argv) {
   for (auto& id : prompt) id = static_cast<int32_t>(rng() % info.n_vocab);
 
   ds_session_options so;
-  ds_session_options_init(&so);
+  if (!SessionOptions(o, so)) return 1;
+  so.temperature = 0;  // greedy: the figures do not depend on the seed
   so.n_ctx = static_cast<uint32_t>(n_prompt + n_gen);
   std::vector<double> prefill, decode;
   for (int r = 0; r < repetitions; ++r) {
@@ -84,6 +85,7 @@ int BenchCommand(int argc, char** argv) {
     const auto t2 = std::chrono::steady_clock::now();
     prefill.push_back(n_prompt / std::chrono::duration<double>(t1 - t0).count());
     decode.push_back(n_gen / std::chrono::duration<double>(t2 - t1).count());
+    if (r + 1 == repetitions) PrintSpeculativeStats(s);
     ds_session_close(s);
   }
   auto median = [](std::vector<double> v) {

@@ -129,7 +129,8 @@ int RunCommand(int argc, char** argv) {
   }
   ds_engine* engine = OpenEngine(o);
   if (!engine) return 1;
-  const ds_session_options so = SessionOptions(o);
+  ds_session_options so;
+  if (!SessionOptions(o, so)) return 1;
   ds_session* session = nullptr;
   if (ds_status s = ds_session_create(engine, &so, &session); s != DS_OK) return Fail("session", s);
   std::string text = prompt;
@@ -141,6 +142,7 @@ int RunCommand(int argc, char** argv) {
   Printer printer{.hide_reasoning = o.hide_reasoning, .color = isatty(fileno(stdout)) != 0};
   ds_generate_result result;
   const bool ok = Answer(session, o, text, /*add_special=*/o.raw, printer, result);
+  if (ok && !o.quiet) PrintSpeculativeStats(session);
   ds_session_close(session);
   ds_engine_close(engine);
   return ok ? 0 : 1;
@@ -162,7 +164,8 @@ int ChatCommand(int argc, char** argv) {
   }
   ds_engine* engine = OpenEngine(o);
   if (!engine) return 1;
-  const ds_session_options so = SessionOptions(o);
+  ds_session_options so;
+  if (!SessionOptions(o, so)) return 1;
   ds_session* session = nullptr;
   if (ds_status s = ds_session_create(engine, &so, &session); s != DS_OK) return Fail("session", s);
   ds_model_info info;

@@ -26,6 +26,10 @@ struct CommonOptions {
   bool hide_reasoning = false;
   bool show_special = false;
   bool quiet = false;            // no progress bar or statistics
+  std::string speculative;       // "", ngram, mtp, draft
+  std::string draft_model;       // for draft
+  int draft_tokens = 4;
+  bool adaptive = false;
 };
 
 // Parses argv[first..] into options; unknown flags go to `rest`. Returns false (after printing
@@ -36,8 +40,11 @@ const char* CommonHelp();
 
 // Opens the engine with a progress bar on stderr; prints the error and returns null on failure.
 ds_engine* OpenEngine(const CommonOptions& options);
-// Session options from the flags and the model folder's generation_config.json.
-ds_session_options SessionOptions(const CommonOptions& options);
+// Session options from the flags and the model folder's generation_config.json; opens the draft
+// model for --speculative draft (false after printing why, if that fails).
+bool SessionOptions(const CommonOptions& options, ds_session_options& out);
+// Prints the speculative decoding counters of a session (if it speculates).
+void PrintSpeculativeStats(ds_session* session);
 // Prints "ds: <what>: <status>: <message>" and returns 1.
 int Fail(const char* what, ds_status status);
 

@@ -63,6 +63,9 @@ const char* CommonHelp() {
   --hide-reasoning       do not print R1's <think> block
   --show-special         print special tokens
   -q, --quiet            no progress bar or statistics
+  --speculative ngram|mtp|draft   speculative decoding: prompt lookup, DeepSeek's MTP layer, or a draft model
+  --draft-model DIR      the draft model for --speculative draft (same vocabulary, e.g. R1-Distill-Qwen-1.5B)
+  --draft-tokens K       tokens drafted per model pass (default 4)   --adaptive   let K follow acceptance
 )";
 }
 
@@ -122,6 +125,19 @@ bool ParseCommon(int argc, char** argv, int first, CommonOptions& o, std::vector
       o.show_special = true;
     } else if (a == "-q" || a == "--quiet") {
       o.quiet = true;
+    } else if (a == "--speculative" && i + 1 < argc) {
+      o.speculative = argv[++i];
+      if (o.speculative != "ngram" && o.speculative != "mtp" && o.speculative != "draft") {
+        std::fprintf(stderr, "ds: --speculative is ngram, mtp or draft, not '%s'\n", o.speculative.c_str());
+        return false;
+      }
+    } else if (a == "--draft-model" && i + 1 < argc) {
+      o.draft_model = argv[++i];
+    } else if (a == "--draft-tokens") {
+      if (!value(v)) return false;
+      o.draft_tokens = static_cast<int>(v);
+    } else if (a == "--adaptive") {
+      o.adaptive = true;
     } else {
       rest.push_back(a);
     }
@@ -152,9 +168,37 @@ ds_engine* OpenEngine(const CommonOptions& o) {
   return engine;
 }
 
-ds_session_options SessionOptions(const CommonOptions& o) {
-  ds_session_options so;
+void PrintSpeculativeStats(ds_session* session) {
+  ds_session_stats st;
+  st.struct_size = sizeof st;
+  if (ds_session_stats_get(session, &st) != DS_OK || st.target_passes == 0) return;
+  std::fprintf(stderr, "[speculative: %llu passes, %llu of %llu drafts accepted, %.2f tokens per pass, "
+                       "%.3f s drafting, %.3f s verifying]\n",
+               static_cast<unsigned long long>(st.target_passes), static_cast<unsigned long long>(st.accepted_tokens),
+               static_cast<unsigned long long>(st.drafted_tokens), st.mean_accepted_length, st.draft_seconds,
+               st.verify_seconds);
+}
+
+bool SessionOptions(const CommonOptions& o, ds_session_options& so) {
   ds_session_options_init(&so);
+  if (!o.speculative.empty()) {
+    so.speculative_method = o.speculative == "ngram" ? DS_SPECULATIVE_NGRAM
+                            : o.speculative == "mtp" ? DS_SPECULATIVE_MTP
+                                                     : DS_SPECULATIVE_DRAFT;
+    so.draft_tokens = o.draft_tokens;
+    so.draft_adaptive = o.adaptive;
+    if (so.speculative_method == DS_SPECULATIVE_DRAFT) {
+      if (o.draft_model.empty()) {
+        std::fprintf(stderr, "ds: --speculative draft needs --draft-model DIR\n");
+        return false;
+      }
+      CommonOptions draft = o;
+      draft.model_dir = o.draft_model;
+      static ds_engine* draft_engine = nullptr;  // lives as long as the program
+      if (!draft_engine && !(draft_engine = OpenEngine(draft))) return false;
+      so.draft_engine = draft_engine;
+    }
+  }
   so.n_ctx = o.n_ctx;
   // R1 ships temperature 0.6 / top-p 0.95 in generation_config.json; use them unless told.
   float temperature = 0, top_p = 1;
@@ -178,7 +222,7 @@ ds_session_options SessionOptions(const CommonOptions& o) {
   so.top_k = o.top_k;
   so.min_p = o.min_p;
   so.seed = o.seed;
-  return so;
+  return true;
 }
 
 }  // namespace ds_cli
