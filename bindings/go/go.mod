@@ -1,0 +1,3 @@
+module ds.invalid/ds
+
+go 1.19
