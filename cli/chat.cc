@@ -129,10 +129,8 @@ int RunCommand(int argc, char** argv) {
   }
   ds_engine* engine = OpenEngine(o);
   if (!engine) return 1;
-  ds_session_options so;
-  if (!SessionOptions(o, so)) return 1;
-  ds_session* session = nullptr;
-  if (ds_status s = ds_session_create(engine, &so, &session); s != DS_OK) return Fail("session", s);
+  ds_session* session = NewSession(engine, o);
+  if (!session) return 1;
   std::string text = prompt;
   std::vector<std::pair<std::string, std::string>> messages;
   if (!o.system.empty()) messages.emplace_back("system", o.system);
@@ -164,10 +162,8 @@ int ChatCommand(int argc, char** argv) {
   }
   ds_engine* engine = OpenEngine(o);
   if (!engine) return 1;
-  ds_session_options so;
-  if (!SessionOptions(o, so)) return 1;
-  ds_session* session = nullptr;
-  if (ds_status s = ds_session_create(engine, &so, &session); s != DS_OK) return Fail("session", s);
+  ds_session* session = NewSession(engine, o);
+  if (!session) return 1;
   ds_model_info info;
   info.struct_size = sizeof info;
   ds_engine_info(engine, &info);

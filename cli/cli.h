@@ -43,6 +43,8 @@ ds_engine* OpenEngine(const CommonOptions& options);
 // Session options from the flags and the model folder's generation_config.json; opens the draft
 // model for --speculative draft (false after printing why, if that fails).
 bool SessionOptions(const CommonOptions& options, ds_session_options& out);
+// A session with the flags' options; null after printing why not.
+ds_session* NewSession(ds_engine* engine, const CommonOptions& options);
 // Prints the speculative decoding counters of a session (if it speculates).
 void PrintSpeculativeStats(ds_session* session);
 // Prints "ds: <what>: <status>: <message>" and returns 1.

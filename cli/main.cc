@@ -168,6 +168,17 @@ ds_engine* OpenEngine(const CommonOptions& o) {
   return engine;
 }
 
+ds_session* NewSession(ds_engine* engine, const CommonOptions& o) {
+  ds_session_options so;
+  if (!SessionOptions(o, so)) return nullptr;
+  ds_session* session = nullptr;
+  if (ds_status s = ds_session_create(engine, &so, &session); s != DS_OK) {
+    Fail("cannot start a session", s);
+    return nullptr;
+  }
+  return session;
+}
+
 void PrintSpeculativeStats(ds_session* session) {
   ds_session_stats st;
   st.struct_size = sizeof st;

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/tokenizer/utf8.h"
 
 namespace ds {
 
@@ -24,12 +25,5 @@ class StreamDecoder {
   std::string pending_;
 };
 
-// Length of the longest prefix of s that ends on a UTF-8 character boundary with nothing cut.
-size_t CompleteUtf8Prefix(const std::string& s);
-
-// Appends bytes[0..) to out as valid UTF-8, each invalid byte becoming U+FFFD (as Hugging Face's
-// lossy decode). Unless `final`, a trailing sequence that may still complete is left unread.
-// Returns how many bytes were consumed.
-size_t AppendValidUtf8(absl::string_view bytes, bool final, std::string& out);
 
 }  // namespace ds

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/model/text_file.h"
 #include "core/tokenizer/stream_decoder.h"
+#include "core/tokenizer/utf8.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
 
@@ -24,38 +25,6 @@ using json = nlohmann::json;
 // GPT-2's pattern, which ByteLevel applies itself when its use_regex is true.
 constexpr const char* kByteLevelPattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-// Decodes one UTF-8 sequence at s[i] (already validated); returns its length.
-size_t Utf8Next(absl::string_view s, size_t i, uint32_t* cp) {
-  const auto b = static_cast<uint8_t>(s[i]);
-  if (b < 0x80) {
-    *cp = b;
-    return 1;
-  }
-  const size_t n = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2;
-  uint32_t c = b & (0x7f >> n);
-  for (size_t k = 1; k < n; ++k) c = (c << 6) | (static_cast<uint8_t>(s[i + k]) & 0x3f);
-  *cp = c;
-  return n;
-}
-
-void AppendUtf8(uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-}
 
 // GPT-2's byte-to-unicode map: printable bytes stand for themselves, the rest for 256 + n.
 std::vector<uint32_t> ByteLevelAlphabet() {
@@ -76,37 +45,6 @@ std::string TokenContent(const json& v) {
 }
 
 }  // namespace
-
-size_t FindInvalidUtf8(absl::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<uint8_t>(s[i]);
-    size_t n;
-    uint32_t min;
-    if (b < 0x80) {
-      ++i;
-      continue;
-    } else if ((b & 0xe0) == 0xc0) {
-      n = 2, min = 0x80;
-    } else if ((b & 0xf0) == 0xe0) {
-      n = 3, min = 0x800;
-    } else if ((b & 0xf8) == 0xf0) {
-      n = 4, min = 0x10000;
-    } else {
-      return i;
-    }
-    if (i + n > s.size()) return i;
-    uint32_t cp = b & (0x7f >> n);
-    for (size_t k = 1; k < n; ++k) {
-      const auto c = static_cast<uint8_t>(s[i + k]);
-      if ((c & 0xc0) != 0x80) return i;
-      cp = (cp << 6) | (c & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;  // overlong, range, surrogate
-    i += n;
-  }
-  return absl::string_view::npos;
-}
 
 struct Tokenizer::Regex {
   pcre2_code* code = nullptr;

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/tokenizer/utf8.h"
 
 namespace ds {
 
@@ -67,8 +68,5 @@ class Tokenizer {
   int32_t bos_id_ = -1;
   int32_t eos_id_ = -1;
 };
-
-// The first invalid byte of s, or npos.
-size_t FindInvalidUtf8(absl::string_view s);
 
 }  // namespace ds

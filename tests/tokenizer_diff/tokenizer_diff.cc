@@ -15,11 +15,13 @@
 #include <vector>
 
 #include "core/tokenizer/tokenizer.h"
+#include "core/tokenizer/utf8.h"
 #include "nlohmann/json.hpp"
 #include "tests/fixtures.h"
 
 namespace {
 
+using ds::AppendUtf8;
 using ds::testing::ReadFile;
 using ds::testing::WriteFile;
 
@@ -41,24 +43,6 @@ const std::vector<std::vector<std::string>> kFragments = {
     {"<｜User｜>", "<｜Assistant｜>", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User", "｜>", "<think>",
      "</think>", "<｜tool▁sep｜>", "<|im_start|>"},
 };
-
-void AppendUtf8(uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-}
 
 // Whether PCRE2's Unicode tables know the code point. Debian 12's PCRE2 (10.42) has Unicode 14;
 // node's ICU and Hugging Face's Oniguruma know Unicode 15, whose new characters (e.g. U+1F774)
