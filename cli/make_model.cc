@@ -214,7 +214,10 @@ uint16_t ToBf16(float f) {
   return static_cast<uint16_t>(u >> 16);
 }
 
-bool Write(const Shape& s, const fs::path& out, uint64_t seed, bool f32) {
+// `noise` > 0 adds noise * std * N(0, 1) to every random weight, from its own random stream,
+// so the same seed with and without noise gives a model and a perturbed copy of it (a draft
+// whose agreement with the target falls as the noise grows).
+bool Write(const Shape& s, const fs::path& out, uint64_t seed, bool f32, double noise) {
   const std::vector<Entry> tensors = Tensors(s);
   const size_t elem = f32 ? 4 : 2;
   std::string header = "{\"__metadata__\":{\"format\":\"pt\"}";
@@ -236,7 +239,7 @@ bool Write(const Shape& s, const fs::path& out, uint64_t seed, bool f32) {
   const uint64_t header_len = header.size();
   for (int i = 0; i < 8; ++i) file.put(static_cast<char>((header_len >> (8 * i)) & 0xff));
   file << header;
-  uint64_t state = seed;
+  uint64_t state = seed, noise_state = seed ^ 0x5eedf00dull;
   std::vector<char> buffer;
   uint64_t written = 0;
   for (const auto& t : tensors) {
@@ -250,7 +253,12 @@ bool Write(const Shape& s, const fs::path& out, uint64_t seed, bool f32) {
       const double r = std::sqrt(-2.0 * std::log(u1));
       const double z[2] = {r * std::cos(2 * M_PI * u2), r * std::sin(2 * M_PI * u2)};
       for (int k = 0; k < 2 && i + k < n; ++k) {
-        const float v = t.fill == Entry::kOnes ? 1.0f : t.fill == Entry::kZeros ? 0.0f : static_cast<float>(z[k] * t.std);
+        float v = t.fill == Entry::kOnes ? 1.0f : t.fill == Entry::kZeros ? 0.0f : static_cast<float>(z[k] * t.std);
+        if (noise > 0 && t.fill == Entry::kNormal) {
+          const double n1 = (static_cast<double>(SplitMix(noise_state) >> 11) + 0.5) * 0x1.0p-53;
+          const double n2 = static_cast<double>(SplitMix(noise_state) >> 11) * 0x1.0p-53;
+          v += static_cast<float>(noise * t.std * std::sqrt(-2.0 * std::log(n1)) * std::cos(2 * M_PI * n2));
+        }
         if (f32) {
           std::memcpy(&buffer[(i + k) * 4], &v, 4);
         } else {
@@ -274,6 +282,7 @@ int MakeModelCommand(int argc, char** argv) {
   std::string preset = "tiny", arch, tokenizer, out;
   uint64_t seed = 1;
   bool f32 = false;
+  double noise = 0;
   const auto presets = Presets();
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -287,10 +296,12 @@ int MakeModelCommand(int argc, char** argv) {
       seed = std::strtoull(argv[++i], nullptr, 10);
     } else if (a == "--f32") {
       f32 = true;
+    } else if (a == "--noise" && i + 1 < argc) {
+      noise = std::strtod(argv[++i], nullptr);
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: ds make-model [--arch deepseek_v3|qwen2|llama] [--preset NAME] [--tokenizer DIR] [--seed N] "
-                  "[--f32] OUT_DIR\n\nWrites config.json and model.safetensors (bf16, or f32) with random weights, and "
-                  "copies tokenizer.json and tokenizer_config.json from DIR.\nPresets:");
+                  "[--f32] [--noise SIGMA] OUT_DIR\n\nWrites config.json and model.safetensors (bf16, or f32) with random weights, and "
+                  "copies tokenizer.json and tokenizer_config.json from DIR.\n--noise perturbs every weight by SIGMA times its scale (the same seed without it is the clean model: a draft for benchmarks).\nPresets:");
       for (const auto& [name, s] : presets) std::printf(" %s (%s)", name.c_str(), s.arch.c_str());
       std::printf("\n--arch picks the tiny preset of that architecture. Random weights produce gibberish.\n");
       return 0;
@@ -334,7 +345,7 @@ int MakeModelCommand(int argc, char** argv) {
       }
     }
   }
-  if (!Write(it->second, out, seed, f32)) {
+  if (!Write(it->second, out, seed, f32, noise)) {
     std::fprintf(stderr, "ds make-model: cannot write %s/model.safetensors\n", out.c_str());
     return 1;
   }
