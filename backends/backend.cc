@@ -7,6 +7,8 @@ size_t DTypeSize(DType t) {
     case DType::kF32:
     case DType::kI32:
       return 4;
+    case DType::kBF16:
+      return 2;
   }
   return 0;
 }

@@ -13,7 +13,7 @@
 
 namespace ds {
 
-enum class DType : uint8_t { kF32, kI32 };
+enum class DType : uint8_t { kF32, kI32, kBF16 };  // kBF16: weights only
 size_t DTypeSize(DType t);
 
 // A 2-D view of backend memory: `rows` x `cols` elements, rows `stride` elements apart.
@@ -83,14 +83,14 @@ class Backend {
 
   // Ops. Shapes are the caller's contract (core/arch/ops.cc checks them); an op reports a device
   // or library failure through its status.
-  // y = x · wᵀ (+ bias): x [m, k], w [n, k], bias [1, n] or null, y [m, n]
+  // y = x · wᵀ (+ bias): x [m, k], w [n, k] (f32, or bf16 weights), bias [1, n] or null, y [m, n]
   virtual absl::Status Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
   // y = x / rms(x) * weight, per row; weight [1, cols]
   virtual absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) = 0;
   virtual absl::Status Add(const Tensor& a, const Tensor& b, const Tensor& y) = 0;
   // y = silu(gate) * up
   virtual absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) = 0;
-  // y[i] = table[ids[i]]: ids [1, n] i32, y [n, cols]
+  // y[i] = table[ids[i]]: ids [1, n] i32, y [n, cols] (table f32 or bf16)
   virtual absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) = 0;
   virtual absl::Status Copy(const Tensor& src, const Tensor& dst) = 0;
   // Rotates, in place, rot_dim values of each of n_heads heads that start head_stride apart in

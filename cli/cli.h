@@ -26,6 +26,7 @@ struct CommonOptions {
   bool hide_reasoning = false;
   bool show_special = false;
   bool quiet = false;            // no progress bar or statistics
+  bool bf16_weights = false;
   std::string speculative;       // "", ngram, mtp, draft
   std::string draft_model;       // for draft
   int draft_tokens = 4;

@@ -22,7 +22,7 @@ absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_di
   // The checkpoint is mapped only while loading: weights are copied to the backend in its own
   // layout, so nothing points into the files afterwards (a file changed later cannot hurt us).
   DS_ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(model_dir));
-  WeightLoader loader(checkpoint, engine->config_, *engine->backend_, options.progress);
+  WeightLoader loader(checkpoint, engine->config_, *engine->backend_, options.progress, options.weight_dtype);
   DS_ASSIGN_OR_RETURN(engine->model_, LoadModel(engine->config_, loader));
   if (auto tokenizer = Tokenizer::Load(model_dir); tokenizer.ok()) {
     engine->tokenizer_ = *std::move(tokenizer);

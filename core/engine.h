@@ -23,6 +23,7 @@ struct EngineOptions {
   BackendKind backend = BackendKind::kCpu;
   int n_threads = 0;
   ProgressFn progress;
+  DType weight_dtype = DType::kF32;  // kBF16: matrices stored as bf16, computed in f32
   // Supplies the backend instead of `backend` (tests inject faults through it).
   std::function<absl::StatusOr<std::unique_ptr<Backend>>()> make_backend;
 };

@@ -92,7 +92,13 @@ typedef struct ds_engine_options {
   int32_t compute_dtype;           /* a ds_compute_dtype; default DS_COMPUTE_AUTO */
   ds_progress_callback progress;   /* default NULL: no progress reports */
   void* progress_user_data;
+  int32_t weight_format;           /* a ds_weight_format; default DS_WEIGHTS_F32 */
 } ds_engine_options;
+
+typedef enum ds_weight_format {
+  DS_WEIGHTS_F32 = 0,  /* exact: what the reference computes */
+  DS_WEIGHTS_BF16 = 1  /* matrices stored as bf16 (half the bytes per decoded token), f32 compute */
+} ds_weight_format;
 
 typedef struct ds_session_options {
   uint32_t struct_size;  /* sizeof(ds_session_options), set by ds_session_options_init */

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/dtype.h"
 #include "core/status.h"
 
 namespace ds {
@@ -113,8 +114,13 @@ absl::Status CpuBackend::Embedding(const Tensor& table, const Tensor& ids, const
   for (int64_t i = 0; i < ids.cols; ++i) {
     if (id[i] < 0 || id[i] >= table.rows)
       return absl::InvalidArgumentError(absl::StrCat("token id ", id[i], " is outside the vocabulary of ", table.rows));
-    std::memcpy(y.ptr<float>() + i * y.stride, table.ptr<float>() + id[i] * table.stride,
-                static_cast<size_t>(table.cols) * sizeof(float));
+    if (table.dtype == DType::kBF16) {
+      ConvertToF32(StorageType::kBF16, table.ptr<uint16_t>() + id[i] * table.stride, static_cast<size_t>(table.cols),
+                   y.ptr<float>() + i * y.stride);
+    } else {
+      std::memcpy(y.ptr<float>() + i * y.stride, table.ptr<float>() + id[i] * table.stride,
+                  static_cast<size_t>(table.cols) * sizeof(float));
+    }
   }
   return absl::OkStatus();
 }

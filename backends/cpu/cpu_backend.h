@@ -38,6 +38,7 @@ class CpuBackend final : public Backend {
  private:
   // (m, k, n, x stride, w stride, y stride, bias): one oneDNN primitive per shape, made once.
   using MatmulKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+  absl::Status MatmulBf16(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y);
   struct MatmulEntry {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul primitive;

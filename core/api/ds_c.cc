@@ -167,6 +167,12 @@ ds_status ds_engine_open(const char* model_dir, const ds_engine_options* options
     if (o.compute_dtype != DS_COMPUTE_AUTO && o.compute_dtype != DS_COMPUTE_F32)
       return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_engine_open: unknown compute_dtype ", static_cast<int>(o.compute_dtype)));
     eo.n_threads = o.n_threads;
+    switch (o.weight_format) {
+      case DS_WEIGHTS_F32: eo.weight_dtype = ds::DType::kF32; break;
+      case DS_WEIGHTS_BF16: eo.weight_dtype = ds::DType::kBF16; break;
+      default:
+        return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_engine_open: unknown weight_format ", o.weight_format));
+    }
     if (o.progress) {
       ds_progress_callback cb = o.progress;
       void* user = o.progress_user_data;

@@ -192,7 +192,7 @@ absl::StatusOr<MlpWeights> DeepseekV3::LoadMlp(WeightLoader& w, const std::strin
 absl::StatusOr<MoE> DeepseekV3::LoadMoe(WeightLoader& w, const std::string& p) {
   const int64_t E = c_.n_routed_experts;
   MoE moe;
-  DS_ASSIGN_OR_RETURN(moe.gate, w.Matrix(p + "gate.weight", E, c_.hidden_size));
+  DS_ASSIGN_OR_RETURN(moe.gate, w.Matrix(p + "gate.weight", E, c_.hidden_size, WeightLoader::kKeepF32));
   if (w.Has(p + "gate.e_score_correction_bias")) {
     DS_ASSIGN_OR_RETURN(moe.e_score_correction_bias, w.Vector(p + "gate.e_score_correction_bias", E));
   } else {  // transformers' buffer default

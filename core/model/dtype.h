@@ -18,6 +18,8 @@ size_t StorageTypeSize(StorageType t);
 bool IsFloatStorage(StorageType t);
 
 float Bf16ToF32(uint16_t bits);
+// Round to nearest even (NaN stays NaN).
+uint16_t F32ToBf16(float f);
 float F16ToF32(uint16_t bits);
 // OCP FP8 E4M3 ("fn": no infinities, 0x7f/0xff are NaN, max 448), as torch.float8_e4m3fn.
 float F8E4M3ToF32(uint8_t bits);

@@ -7,11 +7,12 @@
 namespace ds {
 
 WeightLoader::WeightLoader(const Checkpoint& checkpoint, const ModelConfig& config,
-                           Backend& backend, ProgressFn progress)
+                           Backend& backend, ProgressFn progress, DType matrix_dtype)
     : checkpoint_(checkpoint),
       config_(config),
       backend_(backend),
       progress_(std::move(progress)),
+      matrix_dtype_(matrix_dtype),
       total_bytes_(checkpoint.TotalBytes()) {}
 
 void WeightLoader::Report(const TensorEntry& t) {
@@ -59,17 +60,25 @@ absl::StatusOr<std::vector<float>> WeightLoader::ReadF32(const std::string& name
   return out;
 }
 
-absl::StatusOr<Tensor> WeightLoader::Upload(const std::vector<float>& host, int64_t rows, int64_t cols) {
-  DS_ASSIGN_OR_RETURN(Tensor t, backend_.Alloc(DType::kF32, rows, cols));
-  DS_RETURN_IF_ERROR(backend_.Upload(host.data(), t));
+absl::StatusOr<Tensor> WeightLoader::Upload(const std::vector<float>& host, int64_t rows, int64_t cols,
+                                            DType dtype) {
+  DS_ASSIGN_OR_RETURN(Tensor t, backend_.Alloc(dtype, rows, cols));
+  if (dtype == DType::kBF16) {
+    std::vector<uint16_t> bf16(host.size());
+    for (size_t i = 0; i < host.size(); ++i) bf16[i] = F32ToBf16(host[i]);
+    DS_RETURN_IF_ERROR(backend_.Upload(bf16.data(), t));
+  } else {
+    DS_RETURN_IF_ERROR(backend_.Upload(host.data(), t));
+  }
   n_parameters_ += static_cast<uint64_t>(rows * cols);
   weight_bytes_ += t.nbytes();
   return t;
 }
 
-absl::StatusOr<Tensor> WeightLoader::Matrix(const std::string& name, int64_t rows, int64_t cols) {
+absl::StatusOr<Tensor> WeightLoader::Matrix(const std::string& name, int64_t rows, int64_t cols,
+                                            Precision precision) {
   DS_ASSIGN_OR_RETURN(std::vector<float> host, ReadF32(name, {rows, cols}));
-  return Upload(host, rows, cols);
+  return Upload(host, rows, cols, precision == kKeepF32 ? DType::kF32 : matrix_dtype_);
 }
 
 absl::StatusOr<Tensor> WeightLoader::Vector(const std::string& name, int64_t n) {

@@ -19,17 +19,22 @@ using ProgressFn = std::function<void(uint64_t, uint64_t, const char*)>;
 
 class WeightLoader {
  public:
+  // Matrices are stored as `matrix_dtype` (f32, or bf16 to halve the bytes decode reads);
+  // vectors, and matrices asked for with KeepF32, stay f32.
   WeightLoader(const Checkpoint& checkpoint, const ModelConfig& config, Backend& backend,
-               ProgressFn progress);
+               ProgressFn progress, DType matrix_dtype = DType::kF32);
 
   bool Has(const std::string& name) const { return checkpoint_.Find(name) != nullptr; }
 
   // The tensor as float32 on the host; `shape` is what the model expects ({n} or {rows, cols}).
   absl::StatusOr<std::vector<float>> ReadF32(const std::string& name, std::vector<int64_t> shape);
   // A host matrix onto the backend.
-  absl::StatusOr<Tensor> Upload(const std::vector<float>& host, int64_t rows, int64_t cols);
+  absl::StatusOr<Tensor> Upload(const std::vector<float>& host, int64_t rows, int64_t cols,
+                                DType dtype = DType::kF32);
   // ReadF32 + Upload: a matrix [rows, cols], or a vector [n] as a [1, n] tensor.
-  absl::StatusOr<Tensor> Matrix(const std::string& name, int64_t rows, int64_t cols);
+  enum Precision { kModelDtype, kKeepF32 };
+  absl::StatusOr<Tensor> Matrix(const std::string& name, int64_t rows, int64_t cols,
+                                Precision precision = kModelDtype);
   absl::StatusOr<Tensor> Vector(const std::string& name, int64_t n);
 
   uint64_t n_parameters() const { return n_parameters_; }
@@ -42,6 +47,7 @@ class WeightLoader {
   const ModelConfig& config_;
   Backend& backend_;
   ProgressFn progress_;
+  DType matrix_dtype_;
   uint64_t total_bytes_;
   uint64_t done_bytes_ = 0;
   uint64_t n_parameters_ = 0;
