@@ -40,7 +40,7 @@ namespace Ds
         public struct EngineOptions
         {
             public uint struct_size; public int backend; public int n_threads; public int compute_dtype;
-            public IntPtr progress; public IntPtr progress_user_data;
+            public IntPtr progress; public IntPtr progress_user_data; public int weight_format;
         }
 
         [StructLayout(LayoutKind.Sequential)]
@@ -162,13 +162,15 @@ namespace Ds
     {
         internal readonly EngineHandle Handle = new EngineHandle();
 
-        public Engine(string modelDir, int threads = 0)
+        /// <param name="bf16Weights">store weight matrices as bf16 (half the bytes per token; f32 compute)</param>
+        public Engine(string modelDir, int threads = 0, bool bf16Weights = false)
         {
             if (Native.ds_version() != Native.ApiVersion)
                 throw new DsException(Status.Unsupported, $"libds has ABI version {Native.ds_version()}, this binding needs {Native.ApiVersion}");
             var o = new Native.EngineOptions();
             Native.ds_engine_options_init(ref o);
             o.n_threads = threads;
+            o.weight_format = bf16Weights ? 1 : 0;
             Native.Check(Native.ds_engine_open(Native.Utf8Z(modelDir), ref o, out IntPtr p));
             Handle.Set(p);
         }

@@ -73,6 +73,19 @@ static class Tests
         }
     }
 
+    static void Bf16WeightsOption()
+    {
+        // The fixture's weights are bf16 already, so bf16 storage changes nothing: same tokens.
+        const string name = "llama_tied_bf16";
+        using (var engine = new Engine(Fixture(name), threads: 1, bf16Weights: true))
+        using (var session = engine.CreateSession())
+        {
+            session.Append(ReferenceIds(name, "input_ids"));
+            var want = ReferenceIds(name, "greedy_tokens");
+            Assert(want.Select(_ => session.NextToken()).SequenceEqual(want), "bf16 tokens");
+        }
+    }
+
     static void StreamingStopsWhenAsked()
     {
         using (var engine = new Engine(Fixture("deepseek_v3_vocab_bf16"), threads: 1))
@@ -148,7 +161,7 @@ static class Tests
             { "GreedyMatchesTransformers", GreedyMatchesTransformers }, { "TokenizeAndGenerate", TokenizeAndGenerate },
             { "StreamingStopsWhenAsked", StreamingStopsWhenAsked }, { "ThrowingCallbackIsAnError", ThrowingCallbackIsAnError },
             { "CancelFromAnotherThread", CancelFromAnotherThread }, { "ErrorsAndDisposedHandles", ErrorsAndDisposedHandles },
-            { "ChatTemplate", ChatTemplate } };
+            { "ChatTemplate", ChatTemplate }, { "Bf16WeightsOption", Bf16WeightsOption } };
         int passed = 0, failed = 0;
         foreach (var test in tests)
         {

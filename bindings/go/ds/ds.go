@@ -78,8 +78,9 @@ const (
 
 // EngineOptions: the zero value is the CPU with all cores.
 type EngineOptions struct {
-	Backend Backend // 0 means CPU
-	Threads int
+	Backend     Backend // 0 means CPU
+	Threads     int
+	BF16Weights bool // store weight matrices as bf16 (half the bytes per token; f32 compute)
 }
 
 // Engine is a loaded model.
@@ -100,6 +101,9 @@ func Open(dir string, opts *EngineOptions) (*Engine, error) {
 			o.backend = C.int32_t(opts.Backend)
 		}
 		o.n_threads = C.int32_t(opts.Threads)
+		if opts.BF16Weights {
+			o.weight_format = C.DS_WEIGHTS_BF16
+		}
 	}
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))

@@ -115,6 +115,26 @@ func TestTokenizeGenerateAndSpeculative(t *testing.T) {
 	}
 }
 
+func TestBF16WeightsOption(t *testing.T) {
+	// The fixture's weights are bf16 already, so bf16 storage changes nothing: same tokens.
+	const name = "llama_tied_bf16"
+	e, err := Open(fixture(name), &EngineOptions{Threads: 1, BF16Weights: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s, _ := e.NewSession(nil)
+	defer s.Close()
+	if err := s.Append(referenceIDs(t, name, "input_ids")); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range referenceIDs(t, name, "greedy_tokens") {
+		if got, err := s.NextToken(); err != nil || got != w {
+			t.Fatalf("step %d: %d (%v), want %d", i, got, err, w)
+		}
+	}
+}
+
 func TestStreamingStopsWhenAsked(t *testing.T) {
 	e := open(t, "deepseek_v3_vocab_bf16")
 	s, _ := e.NewSession(nil)

@@ -25,6 +25,9 @@ pub const DS_BACKEND_AUTO: i32 = 0;
 pub const DS_BACKEND_CPU: i32 = 1;
 pub const DS_BACKEND_CUDA: i32 = 2;
 
+pub const DS_WEIGHTS_F32: i32 = 0;
+pub const DS_WEIGHTS_BF16: i32 = 1;
+
 pub const DS_SPECULATIVE_NONE: i32 = 0;
 pub const DS_SPECULATIVE_DRAFT: i32 = 1;
 pub const DS_SPECULATIVE_MTP: i32 = 2;
@@ -63,6 +66,7 @@ pub struct ds_engine_options {
     pub compute_dtype: i32,
     pub progress: ds_progress_callback,
     pub progress_user_data: *mut c_void,
+    pub weight_format: i32,
 }
 
 #[repr(C)]

@@ -84,11 +84,13 @@ pub struct EngineOptions {
     pub backend: Backend,
     /// CPU threads; 0 = all cores.
     pub threads: i32,
+    /// Store weight matrices as bf16 (half the bytes per token; f32 compute) instead of f32.
+    pub bf16_weights: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { backend: Backend::Cpu, threads: 0 }
+        EngineOptions { backend: Backend::Cpu, threads: 0, bf16_weights: false }
     }
 }
 
@@ -153,6 +155,7 @@ impl Engine {
             Backend::Cuda => sys::DS_BACKEND_CUDA,
         };
         o.n_threads = options.threads;
+        o.weight_format = if options.bf16_weights { sys::DS_WEIGHTS_BF16 } else { sys::DS_WEIGHTS_F32 };
         let mut engine = std::ptr::null_mut();
         check(unsafe { sys::ds_engine_open(dir.as_ptr(), &o, &mut engine) })?;
         Ok(Engine { handle: Arc::new(EngineHandle(engine)) })

@@ -95,6 +95,18 @@ fn generate_from_text_and_speculative_decoding_match_transformers() {
 }
 
 #[test]
+fn bf16_weights_option_reaches_the_library() {
+    // The fixture's weights are bf16 already, so bf16 storage changes nothing: same tokens.
+    let fixture = "llama_tied_bf16";
+    let engine = ds::Engine::open(fixtures().join(fixture), &ds::EngineOptions { threads: 1, bf16_weights: true, ..Default::default() }).unwrap();
+    let mut session = engine.session(&Default::default()).unwrap();
+    session.append(&reference_ids(fixture, "input_ids")).unwrap();
+    let expected = reference_ids(fixture, "greedy_tokens");
+    let got: Vec<i32> = (0..expected.len()).map(|_| session.next_token().unwrap()).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn streaming_stops_when_asked() {
     let engine = open("deepseek_v3_vocab_bf16");
     let mut session = engine.session(&Default::default()).unwrap();
