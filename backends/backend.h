@@ -90,6 +90,14 @@ class Backend {
   virtual absl::Status Add(const Tensor& a, const Tensor& b, const Tensor& y) = 0;
   // y = silu(gate) * up
   virtual absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) = 0;
+
+  // Fused forms of common pairs. The defaults compose the ops above; a backend overrides them
+  // where fusing saves launches or passes over memory.
+  // y = silu(x · gate_projᵀ) * (x · up_projᵀ): the first half of a SwiGLU MLP.
+  virtual absl::Status GateUp(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y);
+  // sum = a + b; normed = rms_norm(sum) * weight: a residual add and the next norm.
+  virtual absl::Status AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps, const Tensor& sum,
+                                  const Tensor& normed);
   // y[i] = table[ids[i]]: ids [1, n] i32, y [n, cols] (table f32 or bf16)
   virtual absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) = 0;
   virtual absl::Status Copy(const Tensor& src, const Tensor& dst) = 0;

@@ -27,6 +27,7 @@ struct CommonOptions {
   bool show_special = false;
   bool quiet = false;            // no progress bar or statistics
   bool bf16_weights = false;
+  int32_t compute = DS_COMPUTE_AUTO;
   std::string speculative;       // "", ngram, mtp, draft
   std::string draft_model;       // for draft
   int draft_tokens = 4;

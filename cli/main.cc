@@ -55,6 +55,7 @@ const char* CommonHelp() {
   --backend cpu|cuda|auto  compute backend (default cpu)
   -t, --threads N        CPU threads (default: all cores)
   --weights f32|bf16     weight format on the CPU: f32 (exact, default) or bf16 (half the bytes per token)
+  --compute auto|f32|bf16  compute precision (auto: f32 on the CPU, bf16 on CUDA)
   -c, --ctx N            context length in tokens (default 4096)
   -n, --max-tokens N     most tokens to generate (default 512)
   --temp T               sampling temperature; 0 = greedy (default: the model's generation_config.json, else 0)
@@ -131,6 +132,13 @@ bool ParseCommon(int argc, char** argv, int first, CommonOptions& o, std::vector
         return false;
       }
       o.bf16_weights = f == "bf16";
+    } else if (a == "--compute" && i + 1 < argc) {
+      const std::string f = argv[++i];
+      if (f != "auto" && f != "f32" && f != "bf16") {
+        std::fprintf(stderr, "ds: --compute is auto, f32 or bf16, not '%s'\n", f.c_str());
+        return false;
+      }
+      o.compute = f == "f32" ? DS_COMPUTE_F32 : f == "bf16" ? DS_COMPUTE_BF16 : DS_COMPUTE_AUTO;
     } else if (a == "-q" || a == "--quiet") {
       o.quiet = true;
     } else if (a == "--speculative" && i + 1 < argc) {
@@ -168,6 +176,7 @@ ds_engine* OpenEngine(const CommonOptions& o) {
   eo.backend = o.backend;
   eo.n_threads = o.threads;
   eo.weight_format = o.bf16_weights ? DS_WEIGHTS_BF16 : DS_WEIGHTS_F32;
+  eo.compute_dtype = o.compute;
   if (!o.quiet) eo.progress = ShowProgress;
   ds_engine* engine = nullptr;
   if (ds_status s = ds_engine_open(o.model_dir.c_str(), &eo, &engine); s != DS_OK) {

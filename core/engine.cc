@@ -1,5 +1,6 @@
 #include "core/engine.h"
 
+#include "backends/plugin.h"
 #include "core/model/safetensors.h"
 #include "core/status.h"
 
@@ -8,21 +9,32 @@ namespace ds {
 absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_dir, const EngineOptions& options) {
   std::shared_ptr<Engine> engine(new Engine());
   DS_ASSIGN_OR_RETURN(engine->config_, LoadModelConfig(model_dir));
+  DType weight_dtype = options.weight_dtype;
   if (options.make_backend) {
     DS_ASSIGN_OR_RETURN(engine->backend_, options.make_backend());
-  } else switch (options.backend) {
-    case BackendKind::kAuto:
-    case BackendKind::kCpu: {
-      DS_ASSIGN_OR_RETURN(engine->backend_, MakeCpuBackend(BackendOptions{.n_threads = options.n_threads}));
-      break;
+  } else {
+    bool on_cuda = false;
+    if (options.backend != BackendKind::kCpu) {
+      auto cuda = LoadCudaBackend(PluginBackendOptions{.device = options.device});
+      if (cuda.ok()) {
+        engine->backend_ = *std::move(cuda);
+        on_cuda = true;
+      } else if (options.backend == BackendKind::kCuda) {
+        return cuda.status();
+      }  // kAuto: no plugin, driver or device is not an error; the CPU runs it
     }
-    case BackendKind::kCuda:
-      return absl::UnimplementedError("the CUDA backend is not part of this build yet; use DS_BACKEND_CPU");
+    if (!on_cuda) {
+      if (options.compute == ComputeType::kBF16)
+        return absl::UnimplementedError("bf16 compute is not available on the CPU backend (f32 is; bf16 weights are)");
+      DS_ASSIGN_OR_RETURN(engine->backend_, MakeCpuBackend(BackendOptions{.n_threads = options.n_threads}));
+    } else if (options.compute != ComputeType::kF32) {
+      weight_dtype = DType::kBF16;
+    }
   }
   // The checkpoint is mapped only while loading: weights are copied to the backend in its own
   // layout, so nothing points into the files afterwards (a file changed later cannot hurt us).
   DS_ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(model_dir));
-  WeightLoader loader(checkpoint, engine->config_, *engine->backend_, options.progress, options.weight_dtype);
+  WeightLoader loader(checkpoint, engine->config_, *engine->backend_, options.progress, weight_dtype);
   DS_ASSIGN_OR_RETURN(engine->model_, LoadModel(engine->config_, loader));
   if (auto tokenizer = Tokenizer::Load(model_dir); tokenizer.ok()) {
     engine->tokenizer_ = *std::move(tokenizer);

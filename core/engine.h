@@ -18,12 +18,18 @@
 namespace ds {
 
 enum class BackendKind { kAuto, kCpu, kCuda };
+// What the matrices compute in. kAuto: f32 on the CPU, bf16 on CUDA (the tensor cores' type).
+// bf16 stores the matrices as bf16 (a GEMV reads them with f32 accumulation; a GEMM rounds its
+// activations to bf16 as well); everything else stays f32.
+enum class ComputeType { kAuto, kF32, kBF16 };
 
 struct EngineOptions {
   BackendKind backend = BackendKind::kCpu;
   int n_threads = 0;
   ProgressFn progress;
-  DType weight_dtype = DType::kF32;  // kBF16: matrices stored as bf16, computed in f32
+  ComputeType compute = ComputeType::kAuto;
+  DType weight_dtype = DType::kF32;  // kBF16: matrices stored as bf16 (with f32 compute on the CPU)
+  int device = 0;                    // the CUDA device
   // Supplies the backend instead of `backend` (tests inject faults through it).
   std::function<absl::StatusOr<std::unique_ptr<Backend>>()> make_backend;
 };

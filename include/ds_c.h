@@ -68,13 +68,13 @@ typedef enum ds_status {
 typedef enum ds_backend {
   DS_BACKEND_AUTO = 0, /* CUDA when the plugin and a device are present, else CPU */
   DS_BACKEND_CPU = 1,
-  DS_BACKEND_CUDA = 2
+  DS_BACKEND_CUDA = 2  /* the plugin libds-cuda.so, found beside libds or at $DS_CUDA_PLUGIN; device 0 */
 } ds_backend;
 
 typedef enum ds_compute_dtype {
-  DS_COMPUTE_AUTO = 0, /* the backend's choice: float32 on the CPU */
+  DS_COMPUTE_AUTO = 0, /* the backend's choice: float32 on the CPU, bf16 on CUDA */
   DS_COMPUTE_F32 = 1,
-  DS_COMPUTE_BF16 = 2
+  DS_COMPUTE_BF16 = 2  /* CUDA: matrices in bf16 on the tensor cores (f32 accumulate), the rest f32 */
 } ds_compute_dtype;
 
 typedef struct ds_engine ds_engine;

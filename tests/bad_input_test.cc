@@ -248,5 +248,31 @@ TEST_F(SessionBadInput, OlderSmallerOptionStructIsAccepted) {
   ds_session_close(s);
 }
 
+// Each test is its own process (ctest), so the plugin path below is the first one looked at.
+TEST(CudaPlugin, MissingPluginIsUnsupportedAndAutoFallsBackToTheCpu) {
+  setenv("DS_CUDA_PLUGIN", "/nonexistent/libds-cuda.so", 1);
+  const std::string model = FixturePath("deepseek_v3_tiny");
+  ds_engine_options eo;
+  ds_engine_options_init(&eo);
+  eo.backend = DS_BACKEND_CUDA;
+  ds_engine* engine = nullptr;
+  EXPECT_EQ(ds_engine_open(model.c_str(), &eo, &engine), DS_ERR_UNSUPPORTED);
+  EXPECT_EQ(engine, nullptr);
+  EXPECT_NE(std::string(ds_last_error()).find("/nonexistent/libds-cuda.so"), std::string::npos) << ds_last_error();
+
+  eo.backend = DS_BACKEND_AUTO;
+  ASSERT_EQ(ds_engine_open(model.c_str(), &eo, &engine), DS_OK) << ds_last_error();
+  ds_model_info info;
+  info.struct_size = sizeof info;
+  ASSERT_EQ(ds_engine_info(engine, &info), DS_OK);
+  EXPECT_STREQ(info.backend, "cpu");
+  ds_engine_close(engine);
+
+  eo.compute_dtype = DS_COMPUTE_BF16;  // bf16 compute needs the GPU
+  EXPECT_EQ(ds_engine_open(model.c_str(), &eo, &engine), DS_ERR_UNSUPPORTED);
+  eo.compute_dtype = 7;
+  EXPECT_EQ(ds_engine_open(model.c_str(), &eo, &engine), DS_ERR_INVALID_ARGUMENT);
+}
+
 }  // namespace
 }  // namespace ds::testing

@@ -12,6 +12,7 @@
 
 #include <cstring>
 
+#include "backends/plugin.h"
 #include "core/model/dtype.h"
 #include "core/model/safetensors.h"
 #include "gtest/gtest.h"
@@ -20,6 +21,19 @@
 namespace ds::testing {
 
 namespace fs = std::filesystem;
+
+const std::string& CudaUnavailableReason() {
+  static const std::string reason = [] {
+    auto backend = LoadCudaBackend(PluginBackendOptions{});
+    return backend.ok() ? std::string() : std::string(backend.status().message());
+  }();
+  return reason;
+}
+
+bool CudaRequired() {
+  const char* env = std::getenv("DS_REQUIRE_CUDA");
+  return env && std::string(env) == "1";
+}
 
 std::string FixturesDir() {
   if (const char* env = std::getenv("DS_FIXTURES_DIR"); env && *env) return env;

@@ -35,6 +35,13 @@ struct RawTensor {
 std::vector<RawTensor> ReadRawTensors(const std::string& path);
 void WriteSafetensors(const std::string& path, const std::vector<RawTensor>& tensors);
 
+// Why the CUDA backend cannot run here (no plugin, driver or device), or "" when it can.
+// Probed once per process.
+const std::string& CudaUnavailableReason();
+// Tests of the CUDA backend skip with this message where it cannot run, and fail instead when
+// DS_REQUIRE_CUDA=1 (the GPU machine's run: tests/gpu/run.sh).
+bool CudaRequired();
+
 // A fresh empty folder under the system temp dir.
 std::string MakeTempDir(const std::string& tag);
 void WriteFile(const std::string& path, const std::string& content);

@@ -1,10 +1,14 @@
 // Golden tests: every model folder in the fixtures (discovered, not listed) against what
-// Hugging Face transformers computed for it. Logits and greedy decoding go through the public
-// C ABI; final hidden states and the MTP layer through the C++ engine they expose.
+// Hugging Face transformers computed for it, on every backend and precision. Logits and greedy
+// decoding go through the public C ABI; final hidden states and the MTP layer through the C++
+// engine they expose. Where no CUDA device is present the CUDA cases skip, saying so.
+#include <algorithm>
 #include <filesystem>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/arch/ops.h"
 #include "core/engine.h"
 #include "core/session.h"
@@ -15,8 +19,37 @@
 namespace ds::testing {
 namespace {
 
-// float32 compute against a float32 reference (fixtures/README.md).
-constexpr double kTolerance = 1e-4;
+// A backend and precision the fixtures run on. float32 compute is held to 1e-4 relative at every
+// position against the float32 reference (fixtures/README.md) and must choose the same greedy
+// tokens. bf16 rounds the fixtures' float32 weights, which alone moves these random models'
+// logits by about 1% of their norm (the CPU with bf16 weights shows the same, bf16_weights_test),
+// and an MoE layer may then route a token to another expert (a discontinuity of top-k, not an
+// error): bf16 is held to 3e-2 (as there) on the median position of each check, with the reference's tokens
+// fed back so that a flipped near-tie does not derail the comparison.
+struct Target {
+  const char* name;
+  int32_t backend;
+  int32_t compute;
+  double tolerance;
+  bool exact_tokens;
+};
+constexpr Target kTargets[] = {
+    {"cpu", DS_BACKEND_CPU, DS_COMPUTE_F32, 1e-4, true},
+    {"cuda_f32", DS_BACKEND_CUDA, DS_COMPUTE_F32, 1e-4, true},
+    {"cuda_bf16", DS_BACKEND_CUDA, DS_COMPUTE_BF16, 3e-2, false},
+};
+using Param = std::tuple<std::string, Target>;
+
+std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
+  return std::get<0>(info.param) + "_" + std::get<1>(info.param).name;
+}
+
+// Skips (or, where the GPU run requires it, fails) a CUDA case that cannot run here.
+#define DS_SKIP_IF_NO_DEVICE(b)                                                        \
+  if ((b).backend == DS_BACKEND_CUDA && !CudaUnavailableReason().empty()) {           \
+    if (CudaRequired()) FAIL() << "DS_REQUIRE_CUDA=1: " << CudaUnavailableReason();   \
+    GTEST_SKIP() << "skipped: no CUDA device (" << CudaUnavailableReason() << ")";    \
+  }
 
 TEST(Fixtures, FolderHoldsModels) {
   ASSERT_TRUE(std::filesystem::is_directory(FixturesDir()))
@@ -24,18 +57,37 @@ TEST(Fixtures, FolderHoldsModels) {
   EXPECT_GE(ListModelFixtures().size(), 1u);
 }
 
-class Golden : public ::testing::TestWithParam<std::string> {
+class Golden : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
-    input_ids_ = LoadReference(GetParam(), "input_ids");
-    ASSERT_TRUE(input_ids_.present) << GetParam() << ": reference has no input_ids";
+    DS_SKIP_IF_NO_DEVICE(backend_);
+    input_ids_ = LoadReference(fixture_, "input_ids");
+    ASSERT_TRUE(input_ids_.present) << fixture_ << ": reference has no input_ids";
     for (int64_t id : input_ids_.i64) prompt_.push_back(static_cast<int32_t>(id));
     ds_engine_options eo;
     ds_engine_options_init(&eo);
     eo.n_threads = 2;
-    ASSERT_EQ(ds_engine_open(FixturePath(GetParam()).c_str(), &eo, &engine_), DS_OK) << ds_last_error();
+    eo.backend = backend_.backend;
+    eo.compute_dtype = backend_.compute;
+    ASSERT_EQ(ds_engine_open(FixturePath(fixture_).c_str(), &eo, &engine_), DS_OK) << ds_last_error();
   }
-  void TearDown() override { ds_engine_close(engine_); }
+  void TearDown() override {
+    ds_engine_close(engine_);
+    if (errors_.empty()) return;
+    std::sort(errors_.begin(), errors_.end());
+    EXPECT_LT(errors_[errors_.size() / 2], tolerance_)
+        << fixture_ << ": median relative error over " << errors_.size() << " rows (max " << errors_.back() << ")";
+  }
+
+  // One row's relative error: every row within tolerance when exact, else the median (TearDown).
+  void ExpectClose(const float* got, const float* want, size_t n, const std::string& what) {
+    const double err = RelativeError(got, want, n);
+    if (backend_.exact_tokens) {
+      EXPECT_LT(err, tolerance_) << fixture_ << " " << what << " relative error " << err;
+    } else {
+      errors_.push_back(err);
+    }
+  }
 
   ds_session* NewSession(bool logits_all = false) {
     ds_session_options so;
@@ -47,10 +99,10 @@ class Golden : public ::testing::TestWithParam<std::string> {
   }
 
   // Decodes greedily from the session's state, checking each step's logits and token against
-  // the reference from step `first` on.
+  // the reference from step `first` on (in bf16, feeding the reference's token instead).
   void ExpectGreedyFrom(ds_session* s, size_t first, const char* what) {
-    const RefTensor tokens = LoadReference(GetParam(), "greedy_tokens");
-    const RefTensor logits = LoadReference(GetParam(), "greedy_logits");
+    const RefTensor tokens = LoadReference(fixture_, "greedy_tokens");
+    const RefTensor logits = LoadReference(fixture_, "greedy_logits");
     ASSERT_TRUE(tokens.present && logits.present);
     const size_t V = static_cast<size_t>(logits.shape[1]);
     for (size_t i = first; i < tokens.i64.size(); ++i) {
@@ -58,21 +110,29 @@ class Golden : public ::testing::TestWithParam<std::string> {
       size_t n_vocab = 0;
       ASSERT_EQ(ds_session_logits(s, &got, &n_vocab), DS_OK) << ds_last_error();
       ASSERT_EQ(n_vocab, V);
-      const double err = RelativeError(got, logits.f32.data() + i * V, V);
-      EXPECT_LT(err, kTolerance) << GetParam() << " " << what << ": greedy step " << i << " relative error " << err;
-      int32_t token = -1;
-      ASSERT_EQ(ds_session_next_token(s, &token), DS_OK) << ds_last_error();
-      ASSERT_EQ(token, tokens.i64[i]) << GetParam() << " " << what << ": greedy step " << i;
+      ExpectClose(got, logits.f32.data() + i * V, V, absl::StrCat(what, ": greedy step ", i));
+      if (backend_.exact_tokens) {
+        int32_t token = -1;
+        ASSERT_EQ(ds_session_next_token(s, &token), DS_OK) << ds_last_error();
+        ASSERT_EQ(token, tokens.i64[i]) << fixture_ << " " << what << ": greedy step " << i;
+      } else {
+        const int32_t token = static_cast<int32_t>(tokens.i64[i]);
+        ASSERT_EQ(ds_session_append(s, &token, 1), DS_OK) << ds_last_error();
+      }
     }
   }
 
+  const std::string fixture_ = std::get<0>(GetParam());
+  const Target backend_ = std::get<1>(GetParam());
+  const double tolerance_ = backend_.tolerance;
   ds_engine* engine_ = nullptr;
+  std::vector<double> errors_;  // bf16: every row's error, judged by the median
   RefTensor input_ids_;
   std::vector<int32_t> prompt_;
 };
 
 TEST_P(Golden, PrefillLogitsMatchTransformers) {
-  const RefTensor ref = LoadReference(GetParam(), "prefill_logits");
+  const RefTensor ref = LoadReference(fixture_, "prefill_logits");
   ASSERT_TRUE(ref.present);
   ds_session* s = NewSession(/*logits_all=*/true);
   ASSERT_EQ(ds_session_append(s, prompt_.data(), prompt_.size()), DS_OK) << ds_last_error();
@@ -82,8 +142,7 @@ TEST_P(Golden, PrefillLogitsMatchTransformers) {
   ASSERT_EQ(rows, prompt_.size());
   ASSERT_EQ(static_cast<int64_t>(V), ref.shape[1]);
   for (size_t t = 0; t < rows; ++t) {
-    const double err = RelativeError(logits + t * V, ref.f32.data() + t * V, V);
-    EXPECT_LT(err, kTolerance) << GetParam() << ": prefill position " << t << " relative error " << err;
+    ExpectClose(logits + t * V, ref.f32.data() + t * V, V, absl::StrCat("prefill position ", t));
   }
   ds_session_close(s);
 }
@@ -91,15 +150,14 @@ TEST_P(Golden, PrefillLogitsMatchTransformers) {
 // The prompt fed one token at a time goes through the cache at every position and must give
 // the prefill's logits.
 TEST_P(Golden, StepDecodeOverThePromptMatchesPrefill) {
-  const RefTensor ref = LoadReference(GetParam(), "prefill_logits");
+  const RefTensor ref = LoadReference(fixture_, "prefill_logits");
   ds_session* s = NewSession();
   const size_t V = static_cast<size_t>(ref.shape[1]);
   for (size_t t = 0; t < prompt_.size(); ++t) {
     ASSERT_EQ(ds_session_append(s, &prompt_[t], 1), DS_OK) << ds_last_error();
     const float* logits = nullptr;
     ASSERT_EQ(ds_session_logits(s, &logits, nullptr), DS_OK);
-    const double err = RelativeError(logits, ref.f32.data() + t * V, V);
-    EXPECT_LT(err, kTolerance) << GetParam() << ": step position " << t << " relative error " << err;
+    ExpectClose(logits, ref.f32.data() + t * V, V, absl::StrCat("step position ", t));
   }
   ds_session_close(s);
 }
@@ -112,7 +170,7 @@ TEST_P(Golden, GreedyTokensMatchWithTheKvCache) {
 }
 
 TEST_P(Golden, GreedyTokensMatchAfterTruncate) {
-  const RefTensor tokens = LoadReference(GetParam(), "greedy_tokens");
+  const RefTensor tokens = LoadReference(fixture_, "greedy_tokens");
   const size_t n = tokens.i64.size(), half = n / 2;
   ds_session* s = NewSession();
   ASSERT_EQ(ds_session_append(s, prompt_.data(), prompt_.size()), DS_OK) << ds_last_error();
@@ -138,13 +196,19 @@ TEST_P(Golden, GreedyTokensMatchAfterTruncate) {
 
 // Through the C++ engine: the final hidden states and, where the checkpoint has one, the MTP
 // layer as a speculative proposer will call it.
-class GoldenEngine : public ::testing::TestWithParam<std::string> {};
+class GoldenEngine : public Golden {
+ protected:
+  void SetUp() override { DS_SKIP_IF_NO_DEVICE(backend_); }
+};
 
 TEST_P(GoldenEngine, FinalHiddenAndMtpLogitsMatchTransformers) {
-  const RefTensor ids = LoadReference(GetParam(), "input_ids");
-  const RefTensor final_hidden = LoadReference(GetParam(), "final_hidden");
-  const RefTensor mtp_logits = LoadReference(GetParam(), "mtp_logits");
-  auto engine = Engine::Open(FixturePath(GetParam()), EngineOptions{.n_threads = 2});
+  const RefTensor ids = LoadReference(fixture_, "input_ids");
+  const RefTensor final_hidden = LoadReference(fixture_, "final_hidden");
+  const RefTensor mtp_logits = LoadReference(fixture_, "mtp_logits");
+  EngineOptions options{.backend = backend_.backend == DS_BACKEND_CUDA ? BackendKind::kCuda : BackendKind::kCpu,
+                        .n_threads = 2,
+                        .compute = backend_.compute == DS_COMPUTE_BF16 ? ComputeType::kBF16 : ComputeType::kF32};
+  auto engine = Engine::Open(FixturePath(fixture_), options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   auto session = Session::Create(*engine, SessionOptions{});
   ASSERT_TRUE(session.ok()) << session.status();
@@ -156,14 +220,13 @@ TEST_P(GoldenEngine, FinalHiddenAndMtpLogitsMatchTransformers) {
   ASSERT_EQ(hidden.size(), static_cast<size_t>(T * H));
   if (final_hidden.present) {
     for (int64_t t = 0; t < T; ++t) {
-      const double err = RelativeError(hidden.data() + t * H, final_hidden.f32.data() + t * H, H);
-      EXPECT_LT(err, kTolerance) << GetParam() << ": final_hidden position " << t << " relative error " << err;
+      ExpectClose(hidden.data() + t * H, final_hidden.f32.data() + t * H, H, absl::StrCat("final_hidden position ", t));
     }
   }
 
   const Model& model = (*engine)->model();
   const int64_t expected_mtp = (*engine)->config().num_nextn_predict_layers > 0 ? 1 : 0;
-  EXPECT_EQ(model.n_mtp_layers(), expected_mtp) << GetParam();
+  EXPECT_EQ(model.n_mtp_layers(), expected_mtp) << fixture_;
   if (!mtp_logits.present) return;
   ASSERT_EQ(model.n_mtp_layers(), 1);
   // mtp_logits[i] = MTP(final_hidden[i], embed(input_ids[i + 1])) over positions 0 .. T-2.
@@ -181,15 +244,17 @@ TEST_P(GoldenEngine, FinalHiddenAndMtpLogitsMatchTransformers) {
   std::vector<float> got(static_cast<size_t>((T - 1) * V));
   ASSERT_TRUE(backend.Download(logits, got.data()).ok());
   for (int64_t i = 0; i < T - 1; ++i) {
-    const double err = RelativeError(got.data() + i * V, mtp_logits.f32.data() + i * V, V);
-    EXPECT_LT(err, kTolerance) << GetParam() << ": mtp position " << i << " relative error " << err;
+    ExpectClose(got.data() + i * V, mtp_logits.f32.data() + i * V, V, absl::StrCat("mtp position ", i));
   }
 }
 
-std::string FixtureName(const ::testing::TestParamInfo<std::string>& info) { return info.param; }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Golden, ::testing::ValuesIn(ListModelFixtures()), FixtureName);
-INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenEngine, ::testing::ValuesIn(ListModelFixtures()), FixtureName);
+INSTANTIATE_TEST_SUITE_P(Fixtures, Golden,
+                         ::testing::Combine(::testing::ValuesIn(ListModelFixtures()), ::testing::ValuesIn(kTargets)),
+                         ParamName);
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenEngine,
+                         ::testing::Combine(::testing::ValuesIn(ListModelFixtures()), ::testing::ValuesIn(kTargets)),
+                         ParamName);
 
 }  // namespace
 }  // namespace ds::testing

@@ -162,10 +162,13 @@ ds_status ds_engine_open(const char* model_dir, const ds_engine_options* options
       default:
         return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_engine_open: unknown backend ", static_cast<int>(o.backend)));
     }
-    if (o.compute_dtype == DS_COMPUTE_BF16)
-      return Fail(DS_ERR_UNSUPPORTED, "ds_engine_open: bf16 compute is not available on the CPU backend yet (f32 is)");
-    if (o.compute_dtype != DS_COMPUTE_AUTO && o.compute_dtype != DS_COMPUTE_F32)
-      return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_engine_open: unknown compute_dtype ", static_cast<int>(o.compute_dtype)));
+    switch (o.compute_dtype) {
+      case DS_COMPUTE_AUTO: eo.compute = ds::ComputeType::kAuto; break;
+      case DS_COMPUTE_F32: eo.compute = ds::ComputeType::kF32; break;
+      case DS_COMPUTE_BF16: eo.compute = ds::ComputeType::kBF16; break;
+      default:
+        return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_engine_open: unknown compute_dtype ", static_cast<int>(o.compute_dtype)));
+    }
     eo.n_threads = o.n_threads;
     switch (o.weight_format) {
       case DS_WEIGHTS_F32: eo.weight_dtype = ds::DType::kF32; break;

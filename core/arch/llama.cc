@@ -3,6 +3,7 @@
 // Qwen2 is Llama with biases on q/k/v.
 #include <cmath>
 #include <optional>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "core/arch/model.h"
@@ -18,7 +19,8 @@ struct Linear {
 };
 
 struct Attention {
-  Linear q_proj, k_proj, v_proj, o_proj;
+  Linear qkv_proj;  // q_proj, k_proj and v_proj stacked: one matmul, q | k | v in its columns
+  Linear o_proj;
 };
 
 struct Block {
@@ -40,14 +42,16 @@ class Llama final : public Model {
 
   Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, int64_t pos0) const override {
     Tensor x = ops.Embedding(embed_tokens_, ids);
+    Tensor h = ops.RmsNorm(x, layers_[0].input_layernorm, eps());
     for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
       const Block& layer = layers_[i];
-      Tensor h = ops.RmsNorm(x, layer.input_layernorm, eps());
-      x = ops.Add(x, SelfAttention(ops, layer.self_attn, h, cache, i, pos0));
-      h = ops.RmsNorm(x, layer.post_attention_layernorm, eps());
-      x = ops.Add(x, ops.Mlp(h, layer.mlp));
+      // Each residual add is fused with the norm that follows it: the next block's, or the last.
+      const Tensor& next_norm = i + 1 < c_.num_hidden_layers ? layers_[i + 1].input_layernorm : norm_;
+      std::tie(x, h) = ops.AddRmsNorm(x, SelfAttention(ops, layer.self_attn, h, cache, i, pos0),
+                                      layer.post_attention_layernorm, eps());
+      std::tie(x, h) = ops.AddRmsNorm(x, ops.Mlp(h, layer.mlp), next_norm, eps());
     }
-    return ops.RmsNorm(x, norm_, eps());
+    return h;
   }
 
   Tensor LmHead(Ops& ops, const Tensor& hidden) const override { return ops.Linear(hidden, lm_head_); }
@@ -62,11 +66,12 @@ class Llama final : public Model {
   Tensor SelfAttention(Ops& ops, const Attention& a, const Tensor& x, KvCache& cache, int64_t layer,
                        int64_t pos0) const {
     const int64_t T = x.rows, d = c_.head_dim;
-    Tensor q = Project(ops, x, a.q_proj);  // [T, heads * d]
-    Tensor k = Project(ops, x, a.k_proj);  // [T, kv_heads * d]
-    Tensor v = Project(ops, x, a.v_proj);
-    ops.Rope(q, c_.num_attention_heads, d, d, rope_, RopeLayout::kHalf, pos0);
-    ops.Rope(k, c_.num_key_value_heads, d, d, rope_, RopeLayout::kHalf, pos0);
+    const int64_t q_dim = c_.num_attention_heads * d, kv_dim = c_.num_key_value_heads * d;
+    Tensor qkv = Project(ops, x, a.qkv_proj);  // [T, q_dim + 2 * kv_dim]
+    Tensor q = qkv.Cols(0, q_dim), k = qkv.Cols(q_dim, kv_dim), v = qkv.Cols(q_dim + kv_dim, kv_dim);
+    // q's and k's heads are adjacent columns: one rotation covers both.
+    ops.Rope(qkv.Cols(0, q_dim + kv_dim), c_.num_attention_heads + c_.num_key_value_heads, d, d, rope_,
+             RopeLayout::kHalf, pos0);
     Tensor k_cache = cache.Rows(layer, 0, pos0 + T), v_cache = cache.Rows(layer, 1, pos0 + T);
     Tensor k_new = k_cache.Rows(pos0, T), v_new = v_cache.Rows(pos0, T);
     ops.Copy(k, k_new);
@@ -111,9 +116,16 @@ absl::Status Llama::Load(WeightLoader& w) {
     Block& b = layers_[i];
     DS_ASSIGN_OR_RETURN(b.input_layernorm, w.Vector(p + "input_layernorm.weight", H));
     DS_ASSIGN_OR_RETURN(b.post_attention_layernorm, w.Vector(p + "post_attention_layernorm.weight", H));
-    DS_ASSIGN_OR_RETURN(b.self_attn.q_proj, LoadLinear(w, p + "self_attn.q_proj", q_dim, H, c_.qkv_bias));
-    DS_ASSIGN_OR_RETURN(b.self_attn.k_proj, LoadLinear(w, p + "self_attn.k_proj", kv_dim, H, c_.qkv_bias));
-    DS_ASSIGN_OR_RETURN(b.self_attn.v_proj, LoadLinear(w, p + "self_attn.v_proj", kv_dim, H, c_.qkv_bias));
+    const std::string a = p + "self_attn.";
+    DS_ASSIGN_OR_RETURN(b.self_attn.qkv_proj.weight,
+                        w.StackedMatrix({{a + "q_proj.weight", q_dim}, {a + "k_proj.weight", kv_dim},
+                                         {a + "v_proj.weight", kv_dim}},
+                                        H));
+    if (c_.qkv_bias) {
+      DS_ASSIGN_OR_RETURN(b.self_attn.qkv_proj.bias,
+                          w.StackedVector({{a + "q_proj.bias", q_dim}, {a + "k_proj.bias", kv_dim},
+                                           {a + "v_proj.bias", kv_dim}}));
+    }
     DS_ASSIGN_OR_RETURN(b.self_attn.o_proj, LoadLinear(w, p + "self_attn.o_proj", H, q_dim, c_.o_bias));
     DS_ASSIGN_OR_RETURN(b.mlp.gate_proj, w.Matrix(p + "mlp.gate_proj.weight", c_.intermediate_size, H));
     DS_ASSIGN_OR_RETURN(b.mlp.up_proj, w.Matrix(p + "mlp.up_proj.weight", c_.intermediate_size, H));

@@ -63,10 +63,21 @@ Tensor Ops::Add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor Ops::Mlp(const Tensor& x, const MlpWeights& mlp) {
-  Tensor gate = Linear(x, mlp.gate_proj);
-  Tensor up = Linear(x, mlp.up_proj);
-  if (ok()) Record(backend_.SiluMul(gate, up, gate));
-  return Linear(gate, mlp.down_proj);
+  if (!Check(x.valid() && mlp.gate_proj.cols == x.cols && mlp.up_proj.rows == mlp.gate_proj.rows &&
+                 mlp.up_proj.cols == x.cols,
+             "mlp"))
+    return {};
+  Tensor h = New(x.rows, mlp.gate_proj.rows);
+  if (ok()) Record(backend_.GateUp(x, mlp.gate_proj, mlp.up_proj, h));
+  return Linear(h, mlp.down_proj);
+}
+
+std::pair<Tensor, Tensor> Ops::AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps) {
+  if (!Check(a.valid() && b.valid() && a.rows == b.rows && a.cols == b.cols && weight.cols == a.cols, "add_rms_norm"))
+    return {};
+  Tensor sum = New(a.rows, a.cols), normed = New(a.rows, a.cols);
+  if (ok()) Record(backend_.AddRmsNorm(a, b, weight, eps, sum, normed));
+  return {sum, normed};
 }
 
 Tensor Ops::Embedding(const Tensor& table, const Tensor& ids) {

@@ -23,6 +23,8 @@ class Ops {
   Tensor RmsNorm(const Tensor& x, const Tensor& weight, float eps);
   void RmsNormInto(const Tensor& x, const Tensor& weight, float eps, const Tensor& y);
   Tensor Add(const Tensor& a, const Tensor& b);
+  // (a + b, rms_norm(a + b) * weight)
+  std::pair<Tensor, Tensor> AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps);
   Tensor Mlp(const Tensor& x, const MlpWeights& mlp);  // down(silu(gate(x)) * up(x))
   Tensor Embedding(const Tensor& table, const Tensor& ids);
   void Copy(const Tensor& src, const Tensor& dst);

@@ -86,4 +86,25 @@ absl::StatusOr<Tensor> WeightLoader::Vector(const std::string& name, int64_t n) 
   return Upload(host, 1, n);
 }
 
+absl::StatusOr<Tensor> WeightLoader::StackedMatrix(const std::vector<std::pair<std::string, int64_t>>& parts,
+                                                   int64_t cols) {
+  std::vector<float> host;
+  int64_t rows = 0;
+  for (const auto& [name, n] : parts) {
+    DS_ASSIGN_OR_RETURN(std::vector<float> part, ReadF32(name, {n, cols}));
+    host.insert(host.end(), part.begin(), part.end());
+    rows += n;
+  }
+  return Upload(host, rows, cols, matrix_dtype_);
+}
+
+absl::StatusOr<Tensor> WeightLoader::StackedVector(const std::vector<std::pair<std::string, int64_t>>& parts) {
+  std::vector<float> host;
+  for (const auto& [name, n] : parts) {
+    DS_ASSIGN_OR_RETURN(std::vector<float> part, ReadF32(name, {n}));
+    host.insert(host.end(), part.begin(), part.end());
+  }
+  return Upload(host, 1, static_cast<int64_t>(host.size()));
+}
+
 }  // namespace ds

@@ -36,6 +36,10 @@ class WeightLoader {
   absl::StatusOr<Tensor> Matrix(const std::string& name, int64_t rows, int64_t cols,
                                 Precision precision = kModelDtype);
   absl::StatusOr<Tensor> Vector(const std::string& name, int64_t n);
+  // Several checkpoint matrices (or vectors) stacked along the rows into one tensor, in order:
+  // {name, rows} each. Fused projections (q|k|v) run as one matmul.
+  absl::StatusOr<Tensor> StackedMatrix(const std::vector<std::pair<std::string, int64_t>>& parts, int64_t cols);
+  absl::StatusOr<Tensor> StackedVector(const std::vector<std::pair<std::string, int64_t>>& parts);
 
   uint64_t n_parameters() const { return n_parameters_; }
   uint64_t weight_bytes() const { return weight_bytes_; }

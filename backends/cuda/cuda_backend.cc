@@ -1,0 +1,235 @@
+#include "backends/cuda/cuda_backend.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "backends/cuda/kernels.h"
+#include "backends/plugin.h"
+#include "core/status.h"
+
+namespace ds::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's scratch (Hopper kernels want 32 MiB)
+
+// Sizes are rounded to classes so that blocks are reused across steps whose shapes differ a
+// little (the cache grows, prompts vary): 256 B steps below 1 MiB, then 1/8 of a power of two.
+size_t SizeClass(size_t bytes) {
+  bytes = std::max<size_t>(bytes, 256);
+  if (bytes < (1u << 20)) return (bytes + 255) / 256 * 256;
+  size_t power = 1u << 20;
+  while (power * 2 < bytes) power *= 2;
+  const size_t step = power / 8;
+  return (bytes + step - 1) / step * step;
+}
+
+std::string MiB(size_t bytes) { return absl::StrCat(bytes >> 20, " MiB"); }
+
+}  // namespace
+
+absl::Status CudaBackend::Check(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("cuda: ", what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")"));
+}
+
+// --- memory -----------------------------------------------------------------------------------
+
+DevicePool::~DevicePool() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ReleaseCached();
+}
+
+void DevicePool::ReleaseCached() {
+  for (auto& [size, blocks] : free_)
+    for (void* p : blocks) cudaFree(p);
+  free_.clear();
+}
+
+void DevicePool::Put(void* p, size_t size_class) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  free_[size_class].push_back(p);
+}
+
+absl::StatusOr<std::shared_ptr<void>> DevicePool::Get(size_t bytes) {
+  const size_t size_class = SizeClass(bytes);
+  void* p = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (auto it = free_.find(size_class); it != free_.end() && !it->second.empty()) {
+      p = it->second.back();
+      it->second.pop_back();
+    }
+  }
+  if (!p) {
+    cudaSetDevice(device_);
+    if (cudaMalloc(&p, size_class) != cudaSuccess) {
+      cudaGetLastError();  // clear it: an allocation failure is not sticky
+      // Give back what the pool holds and try once more.
+      cudaDeviceSynchronize();
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ReleaseCached();
+      }
+      if (cudaMalloc(&p, size_class) != cudaSuccess) {
+        cudaGetLastError();
+        size_t free_bytes = 0, total_bytes = 0;
+        cudaMemGetInfo(&free_bytes, &total_bytes);
+        return OutOfMemoryError(absl::StrCat("cuda: cannot allocate ", bytes, " bytes (", MiB(bytes), ") on device ",
+                                             device_, ": ", MiB(free_bytes), " free of ", MiB(total_bytes)));
+      }
+    }
+  }
+  return std::shared_ptr<void>(p, [this, size_class](void* q) { Put(q, size_class); });
+}
+
+absl::StatusOr<Tensor> CudaBackend::Alloc(DType dtype, int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0) return absl::InternalError("negative tensor shape");
+  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * DTypeSize(dtype);
+  auto storage = pool_.Get(bytes);
+  if (!storage.ok())
+    return absl::Status(storage.status().code(),
+                        absl::StrCat(storage.status().message(), " for a [", rows, ", ", cols, "] tensor"));
+  Tensor t;
+  t.data = storage->get();
+  t.storage = *std::move(storage);
+  t.dtype = dtype;
+  t.rows = rows;
+  t.cols = cols;
+  t.stride = cols;
+  return t;
+}
+
+absl::Status CudaBackend::Upload(const void* host, const Tensor& dst) {
+  if (dst.rows == 0 || dst.cols == 0) return absl::OkStatus();
+  const size_t row_bytes = static_cast<size_t>(dst.cols) * DTypeSize(dst.dtype);
+  DS_RETURN_IF_ERROR(Check(cudaMemcpy2DAsync(dst.data, dst.stride * DTypeSize(dst.dtype), host, row_bytes, row_bytes,
+                                             dst.rows, cudaMemcpyHostToDevice, stream_),
+                           "upload"));
+  // The host buffer is the caller's again when we return.
+  return Check(cudaStreamSynchronize(stream_), "upload");
+}
+
+absl::Status CudaBackend::Download(const Tensor& src, void* host) {
+  if (src.rows == 0 || src.cols == 0) return absl::OkStatus();
+  const size_t row_bytes = static_cast<size_t>(src.cols) * DTypeSize(src.dtype);
+  DS_RETURN_IF_ERROR(Check(cudaMemcpy2DAsync(host, row_bytes, src.data, src.stride * DTypeSize(src.dtype), row_bytes,
+                                             src.rows, cudaMemcpyDeviceToHost, stream_),
+                           "download"));
+  return Check(cudaStreamSynchronize(stream_), "download");
+}
+
+absl::Status CudaBackend::Copy(const Tensor& src, const Tensor& dst) {
+  if (src.rows == 0 || src.cols == 0) return absl::OkStatus();
+  const size_t es = DTypeSize(src.dtype);
+  return Check(cudaMemcpy2DAsync(dst.data, dst.stride * es, src.data, src.stride * es, src.cols * es, src.rows,
+                                 cudaMemcpyDeviceToDevice, stream_),
+               "copy");
+}
+
+// --- element-wise ops ----------------------------------------------------------------------------
+
+absl::Status CudaBackend::RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) {
+  return Check(LaunchRmsNorm(x.ptr<float>(), x.stride, weight.ptr<float>(), eps, y.ptr<float>(), y.stride, x.rows,
+                             x.cols, stream_),
+               "rms_norm");
+}
+
+absl::Status CudaBackend::AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps,
+                                     const Tensor& sum, const Tensor& normed) {
+  return Check(LaunchAddRmsNorm(a.ptr<float>(), a.stride, b.ptr<float>(), b.stride, weight.ptr<float>(), eps,
+                                sum.ptr<float>(), sum.stride, normed.ptr<float>(), normed.stride, a.rows, a.cols,
+                                stream_),
+               "add_rms_norm");
+}
+
+absl::Status CudaBackend::Add(const Tensor& a, const Tensor& b, const Tensor& y) {
+  return Check(LaunchAdd(a.ptr<float>(), a.stride, b.ptr<float>(), b.stride, y.ptr<float>(), y.stride, a.rows, a.cols,
+                         stream_),
+               "add");
+}
+
+absl::Status CudaBackend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) {
+  return Check(LaunchSiluMul(gate.ptr<float>(), gate.stride, up.ptr<float>(), up.stride, y.ptr<float>(), y.stride,
+                             gate.rows, gate.cols, stream_),
+               "silu_mul");
+}
+
+absl::Status CudaBackend::Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) {
+  return Check(LaunchEmbedding(table.data, table.dtype == DType::kBF16, table.stride, table.rows, ids.ptr<int32_t>(),
+                               ids.cols, y.ptr<float>(), y.stride, table.cols, stream_),
+               "embedding");
+}
+
+absl::Status CudaBackend::Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
+                               const RopeTable& table, RopeLayout layout, int64_t pos0) {
+  return Check(LaunchRope(x.ptr<float>(), x.stride, x.rows, n_heads, head_stride, rot_dim, table.inv_freq.ptr<float>(),
+                          table.attention_factor, layout == RopeLayout::kInterleaved, pos0, stream_),
+               "rope");
+}
+
+absl::Status CudaBackend::MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
+                                   const Tensor& ids, const Tensor& weights) {
+  if (logits.cols > kMaxExperts || routing.n_group > kMaxGroups)
+    return absl::UnimplementedError(absl::StrCat("cuda: routing over ", logits.cols, " experts in ", routing.n_group,
+                                                 " groups (at most ", kMaxExperts, " in ", kMaxGroups, ")"));
+  return Check(LaunchMoeRoute(logits.ptr<float>(), logits.stride, logits.rows, logits.cols, bias.ptr<float>(),
+                              routing.n_group, routing.topk_group, routing.top_k, routing.norm_topk_prob,
+                              routing.routed_scaling_factor, ids.ptr<int32_t>(), ids.stride, weights.ptr<float>(),
+                              weights.stride, stream_),
+               "moe_route");
+}
+
+// --- lifetime ---------------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(int device) {
+  int count = 0;
+  if (cudaError_t err = cudaGetDeviceCount(&count); err != cudaSuccess) {
+    cudaGetLastError();
+    return absl::UnavailableError(absl::StrCat("cuda: no usable driver or device: ", cudaGetErrorString(err)));
+  }
+  if (device < 0 || device >= count)
+    return absl::UnavailableError(absl::StrCat("cuda: device ", device, " asked, ", count, " present"));
+  DS_RETURN_IF_ERROR(Check(cudaSetDevice(device), "set device"));
+  cudaDeviceProp prop;
+  DS_RETURN_IF_ERROR(Check(cudaGetDeviceProperties(&prop, device), "device properties"));
+  if (prop.major < 8)
+    return absl::UnimplementedError(absl::StrCat("cuda: ", prop.name, " is compute capability ", prop.major, ".",
+                                                 prop.minor, "; ds needs 8.0 (Ampere) or newer"));
+  std::unique_ptr<CudaBackend> backend(new CudaBackend(device, prop.multiProcessorCount));
+  DS_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&backend->stream_, cudaStreamNonBlocking), "stream"));
+  if (cublasLtCreate(&backend->lt_) != CUBLAS_STATUS_SUCCESS) return absl::UnavailableError("cuda: cublasLtCreate failed");
+  if (cudaMalloc(&backend->workspace_, kWorkspaceBytes) != cudaSuccess) {
+    cudaGetLastError();
+    return OutOfMemoryError(absl::StrCat("cuda: cannot allocate the ", MiB(kWorkspaceBytes), " cuBLASLt workspace"));
+  }
+  backend->workspace_bytes_ = kWorkspaceBytes;
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (auto& [key, plan] : gemm_plans_) {
+    cublasLtMatrixLayoutDestroy(plan.a);
+    cublasLtMatrixLayoutDestroy(plan.b);
+    cublasLtMatrixLayoutDestroy(plan.c);
+    cublasLtMatmulDescDestroy(plan.op);
+  }
+  expert_pointers_.clear();
+  if (workspace_) cudaFree(workspace_);
+  if (lt_) cublasLtDestroy(lt_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+}  // namespace ds::cuda
+
+namespace {
+
+absl::StatusOr<std::unique_ptr<ds::Backend>> CreateCudaBackend(const ds::PluginBackendOptions& options) {
+  return ds::cuda::CudaBackend::Create(options.device);
+}
+
+const ds::BackendPlugin kCudaPlugin{DS_BUILD_ID, &CreateCudaBackend};
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) const ds::BackendPlugin* ds_backend_plugin_v1() { return &kCudaPlugin; }

@@ -1,0 +1,123 @@
+// The CUDA backend: tensors in device memory, cuBLASLt for the GEMMs, our kernels (kernels.h)
+// for the rest. Everything runs in order on one stream; Download synchronizes it. Built into
+// the plugin libds-cuda.so, which libds loads at run time (backends/plugin.h).
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/backend.h"
+
+namespace ds::cuda {
+
+// Device memory by size class, kept for reuse: a forward pass allocates the same sizes every
+// step, and cudaMalloc/cudaFree synchronize the device. Blocks go back to the pool when their
+// last tensor is released; stream order makes the reuse safe (all work is on one stream).
+class DevicePool {
+ public:
+  explicit DevicePool(int device) : device_(device) {}
+  ~DevicePool();
+  absl::StatusOr<std::shared_ptr<void>> Get(size_t bytes);
+
+ private:
+  void Put(void* p, size_t size_class);
+  void ReleaseCached();  // frees every cached block (under mutex_)
+
+  int device_;
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+};
+
+// A GEMM as cuBLASLt sees it (column-major): C[m, n] = alpha · op(A)[m, k] · B[k, n] + beta · C,
+// batched with element strides between the batch's matrices (0: the same matrix for all).
+struct GemmCall {
+  bool a_bf16 = false;  // A and B both bf16 (else both f32); C is always f32
+  bool transpose_a = false;
+  int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr;
+  int64_t lda = 0, stride_a = 0;
+  const void* b = nullptr;
+  int64_t ldb = 0, stride_b = 0;
+  float* c = nullptr;
+  int64_t ldc = 0, stride_c = 0;
+  int64_t batch = 1;
+  float alpha = 1.0f;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<Backend>> Create(int device);
+  ~CudaBackend() override;
+  const char* name() const override { return "cuda"; }
+
+  absl::StatusOr<Tensor> Alloc(DType dtype, int64_t rows, int64_t cols) override;
+  absl::Status Upload(const void* host, const Tensor& dst) override;
+  absl::Status Download(const Tensor& src, void* host) override;
+
+  absl::Status Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override;
+  absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) override;
+  absl::Status Add(const Tensor& a, const Tensor& b, const Tensor& y) override;
+  absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) override;
+  absl::Status GateUp(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y) override;
+  absl::Status AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps, const Tensor& sum,
+                          const Tensor& normed) override;
+  absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
+  absl::Status Copy(const Tensor& src, const Tensor& dst) override;
+  absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
+                    const RopeTable& table, RopeLayout layout, int64_t pos0) override;
+  absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                         const AttentionShape& shape, const Tensor& out) override;
+  absl::Status MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
+                        const Tensor& ids, const Tensor& weights) override;
+  absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                   const std::vector<MlpWeights>& experts, const Tensor& out) override;
+
+  // A CUDA runtime result as a status naming the operation (DS_ERR_BACKEND).
+  static absl::Status Check(cudaError_t err, const char* what);
+
+ private:
+  CudaBackend(int device, int sm_count) : device_(device), sm_count_(sm_count), pool_(device) {}
+  absl::Status Gemm(const GemmCall& call);
+  absl::Status MoeOnDevice(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                           const std::vector<MlpWeights>& experts, const Tensor& out);
+  absl::Status MoeThroughHost(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                              const std::vector<MlpWeights>& experts, const Tensor& out);
+  absl::Status AttentionByGemm(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
+                               const Tensor& out);
+  absl::StatusOr<Tensor> Scratch(DType dtype, int64_t rows, int64_t cols) { return Alloc(dtype, rows, cols); }
+
+  int device_;
+  int sm_count_;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  DevicePool pool_;
+
+  struct GemmPlan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  // The plan for a shape: descriptors and the heuristic's algorithm, made once. The key holds
+  // every GemmCall field but the pointers, plus the pointers' alignments (algorithms need them).
+  using GemmKey = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, int64_t, int, int, int>;
+  std::mutex gemm_mutex_;
+  std::map<GemmKey, GemmPlan> gemm_plans_;
+
+  // Device arrays of the experts' matrix pointers, per expert list (keyed by its first matrix).
+  struct ExpertPointers {
+    Tensor gate, up, down;  // [1, n_experts] of pointers, as i32 pairs
+  };
+  std::mutex experts_mutex_;
+  std::map<const void*, ExpertPointers> expert_pointers_;
+};
+
+}  // namespace ds::cuda

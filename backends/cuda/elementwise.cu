@@ -1,0 +1,147 @@
+// Row-wise and element-wise kernels: RMSNorm, add, SiLU-mul, embedding gather, rope, the bf16
+// conversion ahead of tensor-core GEMMs, and the gather/scatter of routed experts' rows.
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace ds::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void RmsNormKernel(const float* x, int64_t xs, const float* w, float eps, float* y, int64_t ys,
+                              int64_t cols) {
+  const float* xr = x + blockIdx.x * xs;
+  float* yr = y + blockIdx.x * ys;
+  float sum_sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) sum_sq += xr[i] * xr[i];
+  sum_sq = BlockSum(sum_sq);
+  const float inv_rms = rsqrtf(sum_sq / static_cast<float>(cols) + eps);
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = w[i] * (xr[i] * inv_rms);
+}
+
+__global__ void AddRmsNormKernel(const float* a, int64_t as, const float* b, int64_t bs, const float* w, float eps,
+                                 float* sum, int64_t ss, float* normed, int64_t ns, int64_t cols) {
+  const float* ar = a + blockIdx.x * as;
+  const float* br = b + blockIdx.x * bs;
+  float* sr = sum + blockIdx.x * ss;
+  float* nr = normed + blockIdx.x * ns;
+  float sum_sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    const float v = ar[i] + br[i];
+    sr[i] = v;  // each thread reads back only what it wrote
+    sum_sq += v * v;
+  }
+  sum_sq = BlockSum(sum_sq);
+  const float inv_rms = rsqrtf(sum_sq / static_cast<float>(cols) + eps);
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) nr[i] = w[i] * (sr[i] * inv_rms);
+}
+
+// The element-wise kernels walk a [rows, cols] grid with a grid-stride loop.
+template <typename F>
+__global__ void RowsKernel(int64_t rows, int64_t cols, F f) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    f(i / cols, i % cols);
+}
+
+template <typename F>
+cudaError_t LaunchRows(int64_t rows, int64_t cols, cudaStream_t stream, F f) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  RowsKernel<<<Blocks(rows * cols, kThreads, 8192), kThreads, 0, stream>>>(rows, cols, f);
+  return cudaGetLastError();
+}
+
+__global__ void RopeKernel(float* x, int64_t xs, int64_t n_heads, int64_t head_stride, int64_t half,
+                           const float* inv_freq, float factor, bool interleaved, int64_t pos0) {
+  float* row = x + blockIdx.x * xs;
+  // As transformers (and the CPU backend): a float32 angle, cos and sin of it, then the scale.
+  const float pos = static_cast<float>(pos0 + blockIdx.x);
+  for (int64_t j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
+    const int64_t h = j / half, i = j % half;
+    const float angle = pos * inv_freq[i];
+    const float c = static_cast<float>(cos(static_cast<double>(angle))) * factor;
+    const float s = static_cast<float>(sin(static_cast<double>(angle))) * factor;
+    float* v = row + h * head_stride;
+    float* a = interleaved ? &v[2 * i] : &v[i];
+    float* b = interleaved ? &v[2 * i + 1] : &v[i + half];
+    const float x0 = *a, x1 = *b;
+    *a = x0 * c - x1 * s;
+    *b = x1 * c + x0 * s;
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const float* w, float eps, float* y, int64_t y_stride,
+                          int64_t rows, int64_t cols, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (rows > 2147483647) return cudaErrorInvalidValue;
+  RmsNormKernel<<<static_cast<unsigned>(rows), cols >= 1024 ? 512 : 128, 0, stream>>>(x, x_stride, w, eps, y,
+                                                                                      y_stride, cols);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddRmsNorm(const float* a, int64_t as, const float* b, int64_t bs, const float* w, float eps,
+                             float* sum, int64_t ss, float* normed, int64_t ns, int64_t rows, int64_t cols,
+                             cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (rows > 2147483647) return cudaErrorInvalidValue;
+  AddRmsNormKernel<<<static_cast<unsigned>(rows), cols >= 1024 ? 512 : 128, 0, stream>>>(a, as, b, bs, w, eps, sum, ss,
+                                                                                        normed, ns, cols);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAdd(const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t ys, int64_t rows,
+                      int64_t cols, cudaStream_t stream) {
+  return LaunchRows(rows, cols, stream, [=] __device__(int64_t r, int64_t c) { y[r * ys + c] = a[r * as + c] + b[r * bs + c]; });
+}
+
+cudaError_t LaunchSiluMul(const float* g, int64_t gs, const float* u, int64_t us, float* y, int64_t ys, int64_t rows,
+                          int64_t cols, cudaStream_t stream) {
+  return LaunchRows(rows, cols, stream, [=] __device__(int64_t r, int64_t c) {
+    const float gv = g[r * gs + c];
+    y[r * ys + c] = gv / (1.0f + expf(-gv)) * u[r * us + c];
+  });
+}
+
+cudaError_t LaunchEmbedding(const void* table, bool table_bf16, int64_t ts, int64_t vocab, const int32_t* ids,
+                            int64_t n, float* y, int64_t ys, int64_t cols, cudaStream_t stream) {
+  return LaunchRows(n, cols, stream, [=] __device__(int64_t r, int64_t c) {
+    const int32_t id = ids[r];
+    float v = 0.0f;
+    if (id >= 0 && id < vocab) {
+      v = table_bf16 ? Bf16ToFloat(static_cast<const uint16_t*>(table)[id * ts + c])
+                     : static_cast<const float*>(table)[id * ts + c];
+    }
+    y[r * ys + c] = v;
+  });
+}
+
+cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads, int64_t head_stride,
+                       int64_t rot_dim, const float* inv_freq, float attention_factor, bool interleaved,
+                       int64_t pos0, cudaStream_t stream) {
+  if (rows <= 0 || rot_dim < 2) return cudaSuccess;
+  if (rows > 2147483647) return cudaErrorInvalidValue;
+  RopeKernel<<<static_cast<unsigned>(rows), 128, 0, stream>>>(x, x_stride, n_heads, head_stride, rot_dim / 2,
+                                                               inv_freq, attention_factor, interleaved, pos0);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchToBf16(const float* x, int64_t xs, int64_t rows, int64_t cols, uint16_t* y, cudaStream_t stream) {
+  return LaunchRows(rows, cols, stream, [=] __device__(int64_t r, int64_t c) {
+    y[r * cols + c] = __bfloat16_as_ushort(__float2bfloat16_rn(x[r * xs + c]));
+  });
+}
+
+cudaError_t LaunchScatterAdd(const float* x, int64_t xs, const int32_t* rows, const float* scale, int64_t n, float* y,
+                             int64_t ys, int64_t cols, cudaStream_t stream) {
+  return LaunchRows(n, cols, stream, [=] __device__(int64_t i, int64_t c) { y[rows[i] * ys + c] += scale[i] * x[i * xs + c]; });
+}
+
+cudaError_t LaunchGather(const float* x, int64_t xs, const int32_t* rows, int64_t n, float* y, int64_t ys,
+                         int64_t cols, cudaStream_t stream) {
+  return LaunchRows(n, cols, stream, [=] __device__(int64_t i, int64_t c) { y[i * ys + c] = x[rows[i] * xs + c]; });
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,270 @@
+// Matrix-vector products for decode, where every weight byte is read once per token and the
+// time is the bytes over the memory bandwidth. A block of 8 warps covers 8 / slices output rows;
+// each row's dot product is split over `slices` warps (more warps in flight when the matrix has
+// few rows), each lane streaming 16-byte chunks of the weights.
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace ds::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+
+// Slices per row: enough warps in flight to cover the memory latency on every multiprocessor.
+int SlicesFor(int64_t rows, int sm_count) {
+  const int64_t want_warps = static_cast<int64_t>(sm_count) * 32;
+  int slices = 1;
+  while (slices < kWarps && rows * slices < want_warps) slices *= 2;
+  return slices;
+}
+
+// Can rows of this matrix be read in aligned 8-element chunks?
+template <typename T>
+bool Vectorizable(const T* p, int64_t stride, int64_t k) {
+  const int64_t elems16 = 16 / static_cast<int64_t>(sizeof(T));
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && stride % elems16 == 0 && k % 8 == 0;
+}
+
+// This lane's share of dot(x, w) over k, chunks start, start + step, ...
+template <typename W, bool kVec>
+__device__ __forceinline__ float DotPartial(const float* __restrict__ x, const W* __restrict__ w, int64_t k,
+                                            int64_t start, int64_t step) {
+  float acc = 0.0f;
+  if constexpr (kVec) {
+#pragma unroll 4
+    for (int64_t c = start; c < k / 8; c += step) {
+      float wf[8], xf[8];
+      Load8(w + c * 8, wf);
+      Load8(x + c * 8, xf);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc = fmaf(wf[i], xf[i], acc);
+    }
+  } else {
+    for (int64_t c = start; c < k; c += step) acc = fmaf(ToFloat(w[c]), x[c], acc);
+  }
+  return acc;
+}
+
+// Sums each row's slices: warp `warp` holds slice warp % slices of local row warp / slices.
+// Returns the total in every lane of each row's first slice warp.
+template <int M>
+__device__ __forceinline__ void SumSlices(float (&acc)[M], int slices) {
+  __shared__ float part[kWarps][M];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int r = 0; r < M; ++r) acc[r] = WarpSum(acc[r]);
+  if (slices == 1) return;
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < M; ++r) part[warp][r] = acc[r];
+  }
+  __syncthreads();
+  if (warp % slices == 0) {
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      float s = 0.0f;
+      for (int j = 0; j < slices; ++j) s += part[warp + j][r];
+      acc[r] = s;
+    }
+  }
+}
+
+// kGateUp: w2 is a second matrix of w's shape and y = silu(x · wᵀ) * (x · w2ᵀ), the SwiGLU
+// MLP's first half in one pass (bias unused).
+template <typename W, int M, bool kVec, bool kGateUp>
+__global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restrict__ x, int64_t xs, int m,
+                                                          const W* __restrict__ w, const W* __restrict__ w2,
+                                                          int64_t ws, int64_t n, int64_t k,
+                                                          const float* __restrict__ bias, float* __restrict__ y,
+                                                          int64_t ys, int slices) {
+  constexpr int kMats = kGateUp ? 2 : 1;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices;
+  const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
+  float acc[kMats * M] = {};
+  if (row < n) {
+    const W* wr[2] = {w + row * ws, kGateUp ? w2 + row * ws : nullptr};
+    if constexpr (kVec) {
+#pragma unroll 4
+      for (int64_t c = start; c < k / 8; c += step) {
+        float wf[kMats][8];
+#pragma unroll
+        for (int j = 0; j < kMats; ++j) Load8(wr[j] + c * 8, wf[j]);
+#pragma unroll
+        for (int r = 0; r < M; ++r) {
+          if (r < m) {
+            float xf[8];
+            Load8(x + r * xs + c * 8, xf);
+#pragma unroll
+            for (int j = 0; j < kMats; ++j)
+#pragma unroll
+              for (int i = 0; i < 8; ++i) acc[j * M + r] = fmaf(wf[j][i], xf[i], acc[j * M + r]);
+          }
+        }
+      }
+    } else {
+      for (int64_t c = start; c < k; c += step) {
+#pragma unroll
+        for (int j = 0; j < kMats; ++j) {
+          const float wv = ToFloat(wr[j][c]);
+#pragma unroll
+          for (int r = 0; r < M; ++r)
+            if (r < m) acc[j * M + r] = fmaf(wv, x[r * xs + c], acc[j * M + r]);
+        }
+      }
+    }
+  }
+  SumSlices<kMats * M>(acc, slices);
+  if (row < n && warp % slices == 0 && lane == 0) {
+    const float b = bias ? bias[row] : 0.0f;
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      if (r < m) {
+        if constexpr (kGateUp) {
+          const float g = acc[r];
+          y[r * ys + row] = g / (1.0f + expf(-g)) * acc[M + r];
+        } else {
+          y[r * ys + row] = acc[r] + b;
+        }
+      }
+    }
+  }
+}
+
+template <typename W, int M, bool kGateUp>
+cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* w2, int64_t ws, int64_t n, int64_t k,
+                    const float* bias, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
+  const int slices = SlicesFor(n, sm_count);
+  const int64_t rows_per_block = kWarps / slices;
+  const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
+  if (blocks > 2147483647) return cudaErrorInvalidValue;
+  const bool vec = Vectorizable(w, ws, k) && Vectorizable(x, xs, k) && (!kGateUp || Vectorizable(w2, ws, k));
+  if (vec) {
+    GemvKernel<W, M, true, kGateUp><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(
+        x, xs, static_cast<int>(m), w, w2, ws, n, k, bias, y, ys, slices);
+  } else {
+    GemvKernel<W, M, false, kGateUp><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(
+        x, xs, static_cast<int>(m), w, w2, ws, n, k, bias, y, ys, slices);
+  }
+  return cudaGetLastError();
+}
+
+template <typename W, bool kGateUp>
+cudaError_t GemvTyped(const float* x, int64_t xs, int64_t m, const void* w, const void* w2, int64_t ws, int64_t n,
+                      int64_t k, const float* bias, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
+  const W* a = static_cast<const W*>(w);
+  const W* b = static_cast<const W*>(w2);
+  if (m == 1) return GemvFor<W, 1, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
+  if (m == 2) return GemvFor<W, 2, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
+  if (m <= 4) return GemvFor<W, 4, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
+  return GemvFor<W, 8, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
+}
+
+// h[p, r] = silu(x[t] · gate_e[r]) * (x[t] · up_e[r]) for pair p = (t, j), e = ids[t, j].
+template <typename W, bool kVec>
+__global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __restrict__ x, int64_t xs,
+                                                               const int32_t* __restrict__ ids, int64_t ids_stride,
+                                                               int64_t top_k, ExpertTable e, float* __restrict__ h,
+                                                               int slices) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices;
+  const int64_t pair = blockIdx.y, t = pair / top_k, j = pair % top_k;
+  const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
+  const int32_t id = ids[t * ids_stride + j];
+  const bool valid = row < e.inter && id >= 0 && id < e.n_experts;
+  float acc[2] = {0.0f, 0.0f};
+  if (valid) {
+    const W* gate = static_cast<const W*>(e.gate[id]) + row * e.gate_up_stride;
+    const W* up = static_cast<const W*>(e.up[id]) + row * e.gate_up_stride;
+    acc[0] = DotPartial<W, kVec>(x + t * xs, gate, e.hidden, start, step);
+    acc[1] = DotPartial<W, kVec>(x + t * xs, up, e.hidden, start, step);
+  }
+  SumSlices<2>(acc, slices);
+  if (row < e.inter && warp % slices == 0 && lane == 0)
+    h[pair * e.inter + row] = valid ? acc[0] / (1.0f + expf(-acc[0])) * acc[1] : 0.0f;
+}
+
+// out[t, r] = sum_j weights[t, j] * (h[(t, j)] · down_e[r]).
+template <typename W, bool kVec>
+__global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __restrict__ h, const int32_t* __restrict__ ids,
+                                                             int64_t ids_stride, const float* __restrict__ weights,
+                                                             int64_t weights_stride, int64_t top_k, ExpertTable e,
+                                                             float* __restrict__ out, int64_t out_stride, int slices) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices;
+  const int64_t t = blockIdx.y;
+  const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
+  float acc[1] = {0.0f};
+  if (row < e.hidden) {
+    for (int64_t j = 0; j < top_k; ++j) {
+      const int32_t id = ids[t * ids_stride + j];
+      if (id < 0 || id >= e.n_experts) continue;
+      const W* down = static_cast<const W*>(e.down[id]) + row * e.down_stride;
+      acc[0] += weights[t * weights_stride + j] *
+                DotPartial<W, kVec>(h + (t * top_k + j) * e.inter, down, e.inter, start, step);
+    }
+  }
+  SumSlices<1>(acc, slices);
+  if (row < e.hidden && warp % slices == 0 && lane == 0) out[t * out_stride + row] = acc[0];
+}
+
+template <typename W>
+cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t* ids, int64_t ids_stride,
+                           const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& e,
+                           float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream) {
+  const int64_t pairs = T * top_k;
+  if (pairs > 65535 || T > 65535) return cudaErrorInvalidValue;
+  // Gate/up: expert matrices are contiguous allocations (checked by the caller), x rows aligned.
+  const bool vec_up = e.gate_up_stride % 8 == 0 && e.hidden % 8 == 0 && xs % 4 == 0 &&
+                      reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const int up_slices = SlicesFor(e.inter * pairs, sm_count);
+  const dim3 up_grid(Blocks(e.inter, kWarps / up_slices, 2147483647), static_cast<unsigned>(pairs));
+  if (vec_up) {
+    MoeGateUpKernel<W, true><<<up_grid, kWarps * 32, 0, stream>>>(x, xs, ids, ids_stride, top_k, e, h, up_slices);
+  } else {
+    MoeGateUpKernel<W, false><<<up_grid, kWarps * 32, 0, stream>>>(x, xs, ids, ids_stride, top_k, e, h, up_slices);
+  }
+  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  const bool vec_down = e.down_stride % 8 == 0 && e.inter % 8 == 0;  // h rows are inter apart
+  const int down_slices = SlicesFor(e.hidden * T, sm_count);
+  const dim3 down_grid(Blocks(e.hidden, kWarps / down_slices, 2147483647), static_cast<unsigned>(T));
+  if (vec_down) {
+    MoeDownKernel<W, true><<<down_grid, kWarps * 32, 0, stream>>>(h, ids, ids_stride, weights, weights_stride, top_k,
+                                                                  e, out, out_stride, down_slices);
+  } else {
+    MoeDownKernel<W, false><<<down_grid, kWarps * 32, 0, stream>>>(h, ids, ids_stride, weights, weights_stride,
+                                                                   top_k, e, out, out_stride, down_slices);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t LaunchGemv(const float* x, int64_t xs, int64_t m, const void* w, bool w_bf16, int64_t ws, int64_t n,
+                       int64_t k, const float* bias, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
+  if (m <= 0 || n <= 0) return cudaSuccess;
+  if (m > kGemvMaxRows) return cudaErrorInvalidValue;
+  if (w_bf16) return GemvTyped<__nv_bfloat16, false>(x, xs, m, w, nullptr, ws, n, k, bias, y, ys, sm_count, stream);
+  return GemvTyped<float, false>(x, xs, m, w, nullptr, ws, n, k, bias, y, ys, sm_count, stream);
+}
+
+cudaError_t LaunchGateUp(const float* x, int64_t xs, int64_t m, const void* gate, const void* up, bool w_bf16,
+                         int64_t ws, int64_t n, int64_t k, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
+  if (m <= 0 || n <= 0) return cudaSuccess;
+  if (m > kGemvMaxRows) return cudaErrorInvalidValue;
+  if (w_bf16) return GemvTyped<__nv_bfloat16, true>(x, xs, m, gate, up, ws, n, k, nullptr, y, ys, sm_count, stream);
+  return GemvTyped<float, true>(x, xs, m, gate, up, ws, n, k, nullptr, y, ys, sm_count, stream);
+}
+
+cudaError_t LaunchMoeDecode(const float* x, int64_t xs, int64_t T, const int32_t* ids, int64_t ids_stride,
+                            const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
+                            float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream) {
+  if (T <= 0 || top_k <= 0) return cudaSuccess;
+  if (experts.bf16)
+    return MoeDecodeTyped<__nv_bfloat16>(x, xs, T, ids, ids_stride, weights, weights_stride, top_k, experts, h, out,
+                                         out_stride, sm_count, stream);
+  return MoeDecodeTyped<float>(x, xs, T, ids, ids_stride, weights, weights_stride, top_k, experts, h, out,
+                               out_stride, sm_count, stream);
+}
+
+}  // namespace ds::cuda

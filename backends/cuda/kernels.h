@@ -1,0 +1,108 @@
+// The CUDA backend's kernels, as launch functions over raw device pointers. Matrices are
+// row-major with a row stride in elements, as backends/backend.h's Tensor. Each launch returns
+// the launch's error (cudaGetLastError) so the caller can turn it into a status. Compiled by
+// nvcc without absl; the host side (cuda_backend.cc and friends) is plain C++.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ds::cuda {
+
+// y = x / rms(x) * w, per row.
+cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const float* w, float eps, float* y, int64_t y_stride,
+                          int64_t rows, int64_t cols, cudaStream_t stream);
+// sum = a + b, normed = sum / rms(sum) * w, per row.
+cudaError_t LaunchAddRmsNorm(const float* a, int64_t a_stride, const float* b, int64_t b_stride, const float* w,
+                             float eps, float* sum, int64_t sum_stride, float* normed, int64_t normed_stride,
+                             int64_t rows, int64_t cols, cudaStream_t stream);
+// y = a + b; b_stride 0 broadcasts b's one row over every row of a (a bias).
+cudaError_t LaunchAdd(const float* a, int64_t a_stride, const float* b, int64_t b_stride, float* y, int64_t y_stride,
+                      int64_t rows, int64_t cols, cudaStream_t stream);
+// y = silu(gate) * up
+cudaError_t LaunchSiluMul(const float* gate, int64_t gate_stride, const float* up, int64_t up_stride, float* y,
+                          int64_t y_stride, int64_t rows, int64_t cols, cudaStream_t stream);
+// y[i] = table[ids[i]] (table f32 or bf16); an id outside [0, vocab) gives a row of zeros
+// (the session checks ids before they reach the device).
+cudaError_t LaunchEmbedding(const void* table, bool table_bf16, int64_t table_stride, int64_t vocab,
+                            const int32_t* ids, int64_t n, float* y, int64_t y_stride, int64_t cols,
+                            cudaStream_t stream);
+// In-place rotary embedding of rot_dim values in each of n_heads heads, row t at pos0 + t.
+cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads, int64_t head_stride,
+                       int64_t rot_dim, const float* inv_freq, float attention_factor, bool interleaved,
+                       int64_t pos0, cudaStream_t stream);
+// y (contiguous [rows, cols] bf16) = x rounded to nearest even.
+cudaError_t LaunchToBf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* y,
+                         cudaStream_t stream);
+// y[rows[i]] += scale[i] * x[i]: the routed experts' outputs back into their tokens' rows.
+// Launched once per expert on one stream, so no two launches write a row at once.
+cudaError_t LaunchScatterAdd(const float* x, int64_t x_stride, const int32_t* rows, const float* scale, int64_t n,
+                             float* y, int64_t y_stride, int64_t cols, cudaStream_t stream);
+// y[i] = x[rows[i]]
+cudaError_t LaunchGather(const float* x, int64_t x_stride, const int32_t* rows, int64_t n, float* y,
+                         int64_t y_stride, int64_t cols, cudaStream_t stream);
+
+// y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) for m <= kGemvMaxRows: one pass over the weights,
+// the memory-bound decode path. w is f32 or bf16; accumulation is f32.
+constexpr int64_t kGemvMaxRows = 8;
+cudaError_t LaunchGemv(const float* x, int64_t x_stride, int64_t m, const void* w, bool w_bf16, int64_t w_stride,
+                       int64_t n, int64_t k, const float* bias, float* y, int64_t y_stride, int sm_count,
+                       cudaStream_t stream);
+
+// y[m, n] = silu(x · gateᵀ) * (x · upᵀ) for m <= kGemvMaxRows, gate and up [n, k] with one stride.
+cudaError_t LaunchGateUp(const float* x, int64_t x_stride, int64_t m, const void* gate, const void* up, bool w_bf16,
+                         int64_t w_stride, int64_t n, int64_t k, float* y, int64_t y_stride, int sm_count,
+                         cudaStream_t stream);
+
+// Routed experts for a few tokens, without leaving the device: expert e's matrices are
+// gate[e], up[e] ([inter, hidden]) and down[e] ([hidden, inter]), all with the same strides.
+// h is scratch [T * top_k, inter]; out [T, hidden] is overwritten.
+struct ExpertTable {
+  const void* const* gate;
+  const void* const* up;
+  const void* const* down;
+  int64_t n_experts;
+  bool bf16;
+  int64_t gate_up_stride, down_stride;  // row strides, elements
+  int64_t inter, hidden;
+};
+cudaError_t LaunchMoeDecode(const float* x, int64_t x_stride, int64_t T, const int32_t* ids, int64_t ids_stride,
+                            const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
+                            float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream);
+
+// DeepSeek-V3 routing (sigmoid, correction bias for the choice, group-limited top-k); one
+// thread per token. Fails with cudaErrorInvalidValue past kMaxExperts or kMaxGroups.
+constexpr int64_t kMaxExperts = 512;
+constexpr int64_t kMaxGroups = 64;
+cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T, int64_t n_experts,
+                           const float* correction, int64_t n_group, int64_t topk_group, int64_t top_k,
+                           bool norm_topk_prob, float routed_scaling_factor, int32_t* ids, int64_t ids_stride,
+                           float* weights, int64_t weights_stride, cudaStream_t stream);
+
+// Causal attention for few query rows over a long cache, flash-decoding style: the keys are
+// split into chunks that blocks process in parallel (online softmax), then combined.
+// partials needs AttentionSplitScratch floats. head_dim_v <= kMaxHeadDimV.
+constexpr int64_t kMaxHeadDimV = 512;
+struct AttentionArgs {
+  const float* q;
+  int64_t q_stride;
+  const float* k;
+  int64_t k_stride;
+  const float* v;
+  int64_t v_stride;
+  float* out;
+  int64_t out_stride;
+  int64_t T, n_heads, n_kv_heads, head_dim_qk, head_dim_v, pos0;
+  float scale;
+};
+int64_t AttentionSplits(const AttentionArgs& a, int sm_count);
+int64_t AttentionSplitScratch(const AttentionArgs& a, int64_t splits);
+cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream);
+
+// In place over scores [n_heads * T, S] (head-major, T rows each): scores -> softmax over the
+// keys row t may see (pos0 + t0 + t + 1 of them), zeros after.
+cudaError_t LaunchCausalSoftmax(float* scores, int64_t n_heads, int64_t T, int64_t S, int64_t pos0, int64_t t0,
+                                cudaStream_t stream);
+
+}  // namespace ds::cuda
