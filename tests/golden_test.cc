@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <string>
+#include <ostream>
 #include <tuple>
 #include <vector>
 
@@ -39,6 +40,7 @@ constexpr Target kTargets[] = {
     {"cuda_bf16", DS_BACKEND_CUDA, DS_COMPUTE_BF16, 3e-2, false},
 };
 using Param = std::tuple<std::string, Target>;
+void PrintTo(const Target& t, std::ostream* os) { *os << t.name; }  // test names, not bytes
 
 std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
   return std::get<0>(info.param) + "_" + std::get<1>(info.param).name;
