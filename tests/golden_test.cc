@@ -62,30 +62,30 @@ TEST(Fixtures, FolderHoldsModels) {
 class Golden : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
-    DS_SKIP_IF_NO_DEVICE(backend_);
+    DS_SKIP_IF_NO_DEVICE(target_);
     input_ids_ = LoadReference(fixture_, "input_ids");
     ASSERT_TRUE(input_ids_.present) << fixture_ << ": reference has no input_ids";
     for (int64_t id : input_ids_.i64) prompt_.push_back(static_cast<int32_t>(id));
     ds_engine_options eo;
     ds_engine_options_init(&eo);
     eo.n_threads = 2;
-    eo.backend = backend_.backend;
-    eo.compute_dtype = backend_.compute;
+    eo.backend = target_.backend;
+    eo.compute_dtype = target_.compute;
     ASSERT_EQ(ds_engine_open(FixturePath(fixture_).c_str(), &eo, &engine_), DS_OK) << ds_last_error();
   }
   void TearDown() override {
     ds_engine_close(engine_);
     if (errors_.empty()) return;
     std::sort(errors_.begin(), errors_.end());
-    EXPECT_LT(errors_[errors_.size() / 2], tolerance_)
+    EXPECT_LT(errors_[errors_.size() / 2], target_.tolerance)
         << fixture_ << ": median relative error over " << errors_.size() << " rows (max " << errors_.back() << ")";
   }
 
   // One row's relative error: every row within tolerance when exact, else the median (TearDown).
   void ExpectClose(const float* got, const float* want, size_t n, const std::string& what) {
     const double err = RelativeError(got, want, n);
-    if (backend_.exact_tokens) {
-      EXPECT_LT(err, tolerance_) << fixture_ << " " << what << " relative error " << err;
+    if (target_.exact_tokens) {
+      EXPECT_LT(err, target_.tolerance) << fixture_ << " " << what << " relative error " << err;
     } else {
       errors_.push_back(err);
     }
@@ -113,7 +113,7 @@ class Golden : public ::testing::TestWithParam<Param> {
       ASSERT_EQ(ds_session_logits(s, &got, &n_vocab), DS_OK) << ds_last_error();
       ASSERT_EQ(n_vocab, V);
       ExpectClose(got, logits.f32.data() + i * V, V, absl::StrCat(what, ": greedy step ", i));
-      if (backend_.exact_tokens) {
+      if (target_.exact_tokens) {
         int32_t token = -1;
         ASSERT_EQ(ds_session_next_token(s, &token), DS_OK) << ds_last_error();
         ASSERT_EQ(token, tokens.i64[i]) << fixture_ << " " << what << ": greedy step " << i;
@@ -125,8 +125,7 @@ class Golden : public ::testing::TestWithParam<Param> {
   }
 
   const std::string fixture_ = std::get<0>(GetParam());
-  const Target backend_ = std::get<1>(GetParam());
-  const double tolerance_ = backend_.tolerance;
+  const Target target_ = std::get<1>(GetParam());
   ds_engine* engine_ = nullptr;
   std::vector<double> errors_;  // bf16: every row's error, judged by the median
   RefTensor input_ids_;
@@ -200,16 +199,16 @@ TEST_P(Golden, GreedyTokensMatchAfterTruncate) {
 // layer as a speculative proposer will call it.
 class GoldenEngine : public Golden {
  protected:
-  void SetUp() override { DS_SKIP_IF_NO_DEVICE(backend_); }
+  void SetUp() override { DS_SKIP_IF_NO_DEVICE(target_); }
 };
 
 TEST_P(GoldenEngine, FinalHiddenAndMtpLogitsMatchTransformers) {
   const RefTensor ids = LoadReference(fixture_, "input_ids");
   const RefTensor final_hidden = LoadReference(fixture_, "final_hidden");
   const RefTensor mtp_logits = LoadReference(fixture_, "mtp_logits");
-  EngineOptions options{.backend = backend_.backend == DS_BACKEND_CUDA ? BackendKind::kCuda : BackendKind::kCpu,
+  EngineOptions options{.backend = target_.backend == DS_BACKEND_CUDA ? BackendKind::kCuda : BackendKind::kCpu,
                         .n_threads = 2,
-                        .compute = backend_.compute == DS_COMPUTE_BF16 ? ComputeType::kBF16 : ComputeType::kF32};
+                        .compute = target_.compute == DS_COMPUTE_BF16 ? ComputeType::kBF16 : ComputeType::kF32};
   auto engine = Engine::Open(FixturePath(fixture_), options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   auto session = Session::Create(*engine, SessionOptions{});

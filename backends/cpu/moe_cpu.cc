@@ -28,15 +28,12 @@ absl::Status CpuBackend::Moe(const Tensor& x, const Tensor& ids, const Tensor& w
     const MlpWeights& mlp = experts[e];
     const int64_t n = static_cast<int64_t>(rows.size()), inter = mlp.gate_proj.rows;
     DS_ASSIGN_OR_RETURN(Tensor xe, Alloc(DType::kF32, n, hidden));
-    DS_ASSIGN_OR_RETURN(Tensor gate, Alloc(DType::kF32, n, inter));
-    DS_ASSIGN_OR_RETURN(Tensor up, Alloc(DType::kF32, n, inter));
+    DS_ASSIGN_OR_RETURN(Tensor h, Alloc(DType::kF32, n, inter));
     DS_ASSIGN_OR_RETURN(Tensor ye, Alloc(DType::kF32, n, hidden));
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(xe.ptr<float>() + i * hidden, x.ptr<float>() + rows[i].first * x.stride, hidden * sizeof(float));
-    DS_RETURN_IF_ERROR(Matmul(xe, mlp.gate_proj, nullptr, gate));
-    DS_RETURN_IF_ERROR(Matmul(xe, mlp.up_proj, nullptr, up));
-    DS_RETURN_IF_ERROR(SiluMul(gate, up, gate));
-    DS_RETURN_IF_ERROR(Matmul(gate, mlp.down_proj, nullptr, ye));
+    DS_RETURN_IF_ERROR(GateUp(xe, mlp.gate_proj, mlp.up_proj, h));
+    DS_RETURN_IF_ERROR(Matmul(h, mlp.down_proj, nullptr, ye));
     for (int64_t i = 0; i < n; ++i) {
       float* o = out.ptr<float>() + rows[i].first * out.stride;
       const float* y = ye.ptr<float>() + i * hidden;

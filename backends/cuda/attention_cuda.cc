@@ -22,7 +22,7 @@ absl::Status CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tens
                         .T = q.rows, .n_heads = s.n_heads, .n_kv_heads = s.n_kv_heads, .head_dim_qk = s.head_dim_qk,
                         .head_dim_v = s.head_dim_v, .pos0 = s.pos0, .scale = s.scale};
   const int64_t splits = AttentionSplits(a, sm_count_);
-  DS_ASSIGN_OR_RETURN(Tensor partials, Scratch(DType::kF32, 1, AttentionSplitScratch(a, splits)));
+  DS_ASSIGN_OR_RETURN(Tensor partials, Alloc(DType::kF32, 1, AttentionSplitScratch(a, splits)));
   return Check(LaunchAttentionSplit(a, splits, partials.ptr<float>(), stream_), "attention");
 }
 
@@ -34,7 +34,7 @@ absl::Status CudaBackend::AttentionByGemm(const Tensor& q, const Tensor& k, cons
   const int64_t dqk = s.head_dim_qk, dv = s.head_dim_v;
   const int64_t rows_per_pass =
       std::clamp<int64_t>(kScoresBudgetBytes / (group * S * static_cast<int64_t>(sizeof(float))), 1, T);
-  DS_ASSIGN_OR_RETURN(Tensor scores, Scratch(DType::kF32, group * rows_per_pass, S));
+  DS_ASSIGN_OR_RETURN(Tensor scores, Alloc(DType::kF32, group * rows_per_pass, S));
   for (int64_t kv = 0; kv < s.n_kv_heads; ++kv) {
     for (int64_t t0 = 0; t0 < T; t0 += rows_per_pass) {
       const int64_t tb = std::min(rows_per_pass, T - t0);

@@ -90,7 +90,6 @@ class CudaBackend final : public Backend {
                               const std::vector<MlpWeights>& experts, const Tensor& out);
   absl::Status AttentionByGemm(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
                                const Tensor& out);
-  absl::StatusOr<Tensor> Scratch(DType dtype, int64_t rows, int64_t cols) { return Alloc(dtype, rows, cols); }
 
   int device_;
   int sm_count_;

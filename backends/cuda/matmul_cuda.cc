@@ -110,7 +110,7 @@ absl::Status CudaBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor*
              .b = x.data, .ldb = x.stride, .c = y.ptr<float>(), .ldc = y.stride};
   Tensor x_bf16;
   if (bf16) {
-    DS_ASSIGN_OR_RETURN(x_bf16, Scratch(DType::kBF16, x.rows, x.cols));
+    DS_ASSIGN_OR_RETURN(x_bf16, Alloc(DType::kBF16, x.rows, x.cols));
     DS_RETURN_IF_ERROR(Check(LaunchToBf16(x.ptr<float>(), x.stride, x.rows, x.cols, x_bf16.ptr<uint16_t>(), stream_),
                              "to_bf16"));
     g.b = x_bf16.data;

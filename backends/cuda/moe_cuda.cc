@@ -65,7 +65,7 @@ absl::Status CudaBackend::MoeOnDevice(const Tensor& x, const Tensor& ids, const 
                       .down_stride = first.down_proj.stride,
                       .inter = first.gate_proj.rows,
                       .hidden = x.cols};
-  DS_ASSIGN_OR_RETURN(Tensor h, Scratch(DType::kF32, x.rows * ids.cols, e.inter));
+  DS_ASSIGN_OR_RETURN(Tensor h, Alloc(DType::kF32, x.rows * ids.cols, e.inter));
   return Check(LaunchMoeDecode(x.ptr<float>(), x.stride, x.rows, ids.ptr<int32_t>(), ids.stride,
                                weights.ptr<float>(), weights.stride, ids.cols, e, h.ptr<float>(), out.ptr<float>(),
                                out.stride, sm_count_, stream_),
@@ -102,18 +102,15 @@ absl::Status CudaBackend::MoeThroughHost(const Tensor& x, const Tensor& ids, con
     if (n == 0) continue;
     const MlpWeights& mlp = experts[e];
     const int64_t inter = mlp.gate_proj.rows;
-    DS_ASSIGN_OR_RETURN(Tensor xe, Scratch(DType::kF32, n, hidden));
-    DS_ASSIGN_OR_RETURN(Tensor gate, Scratch(DType::kF32, n, inter));
-    DS_ASSIGN_OR_RETURN(Tensor up, Scratch(DType::kF32, n, inter));
-    DS_ASSIGN_OR_RETURN(Tensor ye, Scratch(DType::kF32, n, hidden));
+    DS_ASSIGN_OR_RETURN(Tensor xe, Alloc(DType::kF32, n, hidden));
+    DS_ASSIGN_OR_RETURN(Tensor h, Alloc(DType::kF32, n, inter));
+    DS_ASSIGN_OR_RETURN(Tensor ye, Alloc(DType::kF32, n, hidden));
     const int32_t* expert_rows = rows_dev.ptr<int32_t>() + at;
     DS_RETURN_IF_ERROR(Check(LaunchGather(x.ptr<float>(), x.stride, expert_rows, n, xe.ptr<float>(), hidden, hidden,
                                           stream_),
                              "moe gather"));
-    DS_RETURN_IF_ERROR(Matmul(xe, mlp.gate_proj, nullptr, gate));
-    DS_RETURN_IF_ERROR(Matmul(xe, mlp.up_proj, nullptr, up));
-    DS_RETURN_IF_ERROR(SiluMul(gate, up, gate));
-    DS_RETURN_IF_ERROR(Matmul(gate, mlp.down_proj, nullptr, ye));
+    DS_RETURN_IF_ERROR(GateUp(xe, mlp.gate_proj, mlp.up_proj, h));
+    DS_RETURN_IF_ERROR(Matmul(h, mlp.down_proj, nullptr, ye));
     DS_RETURN_IF_ERROR(Check(LaunchScatterAdd(ye.ptr<float>(), hidden, expert_rows, scales_dev.ptr<float>() + at, n,
                                               out.ptr<float>(), out.stride, hidden, stream_),
                              "moe scatter"));
