@@ -1,14 +1,34 @@
 #include "backends/backend.h"
 
+#include "core/model/quant.h"
+
 namespace ds {
 
-size_t DTypeSize(DType t) {
+const char* DTypeName(DType t) {
+  switch (t) {
+    case DType::kF32: return "f32";
+    case DType::kI32: return "i32";
+    case DType::kBF16: return "bf16";
+    case DType::kQ8_0: return "q8_0";
+    case DType::kQ4_0: return "q4_0";
+  }
+  return "?";
+}
+
+bool IsBlockQuantized(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_0; }
+
+size_t RowBytes(DType t, int64_t n) {
+  const size_t count = static_cast<size_t>(n);
   switch (t) {
     case DType::kF32:
     case DType::kI32:
-      return 4;
+      return count * 4;
     case DType::kBF16:
-      return 2;
+      return count * 2;
+    case DType::kQ8_0:
+      return count / kQuantBlock * sizeof(BlockQ8_0);
+    case DType::kQ4_0:
+      return count / kQuantBlock * sizeof(BlockQ4_0);
   }
   return 0;
 }
@@ -29,14 +49,14 @@ absl::Status Backend::AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor&
 
 Tensor Tensor::Rows(int64_t begin, int64_t n) const {
   Tensor t = *this;
-  t.data = static_cast<char*>(data) + static_cast<size_t>(begin * stride) * DTypeSize(dtype);
+  t.data = static_cast<char*>(data) + static_cast<size_t>(begin) * RowBytes(dtype, stride);
   t.rows = n;
   return t;
 }
 
 Tensor Tensor::Cols(int64_t begin, int64_t n) const {
   Tensor t = *this;
-  t.data = static_cast<char*>(data) + static_cast<size_t>(begin) * DTypeSize(dtype);
+  t.data = static_cast<char*>(data) + RowBytes(dtype, begin);
   t.cols = n;
   return t;
 }

@@ -13,8 +13,14 @@
 
 namespace ds {
 
-enum class DType : uint8_t { kF32, kI32, kBF16 };  // kBF16: weights only
-size_t DTypeSize(DType t);
+// kBF16, kQ8_0 and kQ4_0 are weight formats (activations are f32). kQ8_0 and kQ4_0 are blocks of
+// 32 weights along a row (core/model/quant.h): their tensors' cols, strides and column offsets are
+// multiples of 32.
+enum class DType : uint8_t { kF32, kI32, kBF16, kQ8_0, kQ4_0 };
+const char* DTypeName(DType t);
+bool IsBlockQuantized(DType t);
+// Bytes of `n` consecutive elements of a row.
+size_t RowBytes(DType t, int64_t n);
 
 // A 2-D view of backend memory: `rows` x `cols` elements, rows `stride` elements apart.
 // Column ranges of a tensor are views too, which is how heads and the parts of a fused
@@ -29,7 +35,7 @@ struct Tensor {
 
   bool valid() const { return data != nullptr; }
   bool contiguous() const { return stride == cols; }
-  size_t nbytes() const { return static_cast<size_t>(rows * cols) * DTypeSize(dtype); }
+  size_t nbytes() const { return static_cast<size_t>(rows) * RowBytes(dtype, cols); }
   Tensor Rows(int64_t begin, int64_t n) const;
   Tensor Cols(int64_t begin, int64_t n) const;
   template <typename T>
@@ -83,7 +89,7 @@ class Backend {
 
   // Ops. Shapes are the caller's contract (core/arch/ops.cc checks them); an op reports a device
   // or library failure through its status.
-  // y = x · wᵀ (+ bias): x [m, k], w [n, k] (f32, or bf16 weights), bias [1, n] or null, y [m, n]
+  // y = x · wᵀ (+ bias): x [m, k], w [n, k] (f32, or a weight format), bias [1, n] or null, y [m, n]
   virtual absl::Status Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
   // y = x / rms(x) * weight, per row; weight [1, cols]
   virtual absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) = 0;

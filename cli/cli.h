@@ -26,7 +26,7 @@ struct CommonOptions {
   bool hide_reasoning = false;
   bool show_special = false;
   bool quiet = false;            // no progress bar or statistics
-  bool bf16_weights = false;
+  int32_t weight_format = DS_WEIGHTS_F32;  // a ds_weight_format
   int32_t compute = DS_COMPUTE_AUTO;
   std::string speculative;       // "", ngram, mtp, draft
   std::string draft_model;       // for draft

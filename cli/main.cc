@@ -54,7 +54,8 @@ const char* CommonHelp() {
   return R"(  -m, --model DIR        Hugging Face model folder (config.json, *.safetensors, tokenizer.json)
   --backend cpu|cuda|auto  compute backend (default cpu)
   -t, --threads N        CPU threads (default: all cores)
-  --weights f32|bf16     weight format on the CPU: f32 (exact, default) or bf16 (half the bytes per token)
+  --weights FORMAT       f32 (exact, default), bf16 (half the bytes per token), or int8 / int4
+                         (llama.cpp's Q8_0 / Q4_0 blocks: 8.5 / 4.5 bits per weight, CPU only)
   --compute auto|f32|bf16  compute precision (auto: f32 on the CPU, bf16 on CUDA)
   -c, --ctx N            context length in tokens (default 4096)
   -n, --max-tokens N     most tokens to generate (default 512)
@@ -127,11 +128,18 @@ bool ParseCommon(int argc, char** argv, int first, CommonOptions& o, std::vector
       o.show_special = true;
     } else if (a == "--weights" && i + 1 < argc) {
       const std::string f = argv[++i];
-      if (f != "f32" && f != "bf16") {
-        std::fprintf(stderr, "ds: --weights is f32 or bf16, not '%s'\n", f.c_str());
+      if (f == "f32") {
+        o.weight_format = DS_WEIGHTS_F32;
+      } else if (f == "bf16") {
+        o.weight_format = DS_WEIGHTS_BF16;
+      } else if (f == "int8") {
+        o.weight_format = DS_WEIGHTS_INT8;
+      } else if (f == "int4") {
+        o.weight_format = DS_WEIGHTS_INT4;
+      } else {
+        std::fprintf(stderr, "ds: --weights is f32, bf16, int8 or int4, not '%s'\n", f.c_str());
         return false;
       }
-      o.bf16_weights = f == "bf16";
     } else if (a == "--compute" && i + 1 < argc) {
       const std::string f = argv[++i];
       if (f != "auto" && f != "f32" && f != "bf16") {
@@ -175,7 +183,7 @@ ds_engine* OpenEngine(const CommonOptions& o) {
   ds_engine_options_init(&eo);
   eo.backend = o.backend;
   eo.n_threads = o.threads;
-  eo.weight_format = o.bf16_weights ? DS_WEIGHTS_BF16 : DS_WEIGHTS_F32;
+  eo.weight_format = o.weight_format;
   eo.compute_dtype = o.compute;
   if (!o.quiet) eo.progress = ShowProgress;
   ds_engine* engine = nullptr;

@@ -1,5 +1,6 @@
 #include "core/engine.h"
 
+#include "absl/strings/str_cat.h"
 #include "backends/plugin.h"
 #include "core/model/safetensors.h"
 #include "core/status.h"
@@ -14,7 +15,10 @@ absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_di
     DS_ASSIGN_OR_RETURN(engine->backend_, options.make_backend());
   } else {
     bool on_cuda = false;
-    if (options.backend != BackendKind::kCpu) {
+    const bool quantized = IsBlockQuantized(weight_dtype);
+    if (quantized && options.backend == BackendKind::kCuda)
+      return absl::UnimplementedError(absl::StrCat(DTypeName(weight_dtype), " weights run on the CPU backend only"));
+    if (options.backend != BackendKind::kCpu && !quantized) {
       auto cuda = LoadCudaBackend(PluginBackendOptions{.device = options.device});
       if (cuda.ok()) {
         engine->backend_ = *std::move(cuda);

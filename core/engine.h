@@ -28,7 +28,8 @@ struct EngineOptions {
   int n_threads = 0;
   ProgressFn progress;
   ComputeType compute = ComputeType::kAuto;
-  DType weight_dtype = DType::kF32;  // kBF16: matrices stored as bf16 (with f32 compute on the CPU)
+  // The matrices' format: kF32, kBF16 (f32 compute on the CPU), or kQ8_0 / kQ4_0 (CPU only).
+  DType weight_dtype = DType::kF32;
   int device = 0;                    // the CUDA device
   // Supplies the backend instead of `backend` (tests inject faults through it).
   std::function<absl::StatusOr<std::unique_ptr<Backend>>()> make_backend;

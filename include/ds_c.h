@@ -97,7 +97,13 @@ typedef struct ds_engine_options {
 
 typedef enum ds_weight_format {
   DS_WEIGHTS_F32 = 0,  /* exact: what the reference computes */
-  DS_WEIGHTS_BF16 = 1  /* matrices stored as bf16 (half the bytes per decoded token), f32 compute */
+  DS_WEIGHTS_BF16 = 1, /* matrices stored as bf16 (half the bytes per decoded token), f32 compute */
+  /* Weight-only quantization, CPU backend only (DS_BACKEND_AUTO then picks the CPU): matrices in
+   * blocks of 32 weights with an f16 scale each, llama.cpp's Q8_0 and Q4_0 layouts; a matrix whose
+   * rows are not whole blocks stays bf16. Activations are quantized to int8 per block of 32 for the
+   * decode dot products, as llama.cpp does. */
+  DS_WEIGHTS_INT8 = 2, /* 8.5 bits per weight */
+  DS_WEIGHTS_INT4 = 3  /* 4.5 bits per weight */
 } ds_weight_format;
 
 typedef struct ds_session_options {

@@ -23,7 +23,7 @@ namespace {
 // A backend and precision the fixtures run on. float32 compute is held to 1e-4 relative at every
 // position against the float32 reference (fixtures/README.md) and must choose the same greedy
 // tokens. bf16 rounds the fixtures' float32 weights, which alone moves these random models'
-// logits by about 1% of their norm (the CPU with bf16 weights shows the same, bf16_weights_test),
+// logits by about 1% of their norm (the CPU with bf16 weights shows the same, weight_formats_test),
 // and an MoE layer may then route a token to another expert (a discontinuity of top-k, not an
 // error): bf16 is held to 3e-2 (as there) on the median position of each check, with the reference's tokens
 // fed back so that a flipped near-tie does not derail the comparison.

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/model/dtype.h"
+#include "core/model/quant.h"
 #include "core/status.h"
 
 namespace ds {
@@ -34,7 +35,9 @@ CpuBackend::CpuBackend(int n_threads) : n_threads_(n_threads), engine_(dnnl::eng
 
 absl::StatusOr<Tensor> CpuBackend::Alloc(DType dtype, int64_t rows, int64_t cols) {
   if (rows < 0 || cols < 0) return absl::InternalError("negative tensor shape");
-  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * DTypeSize(dtype);
+  if (IsBlockQuantized(dtype) && cols % kQuantBlock != 0)
+    return absl::InternalError(absl::StrCat("cpu: a ", DTypeName(dtype), " row of ", cols, " is not whole blocks of ", kQuantBlock));
+  const size_t bytes = static_cast<size_t>(rows) * RowBytes(dtype, cols);
   // 64-byte aligned for the vector units; at least one line so an empty tensor is still valid.
   const size_t padded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, padded);
@@ -52,21 +55,21 @@ absl::StatusOr<Tensor> CpuBackend::Alloc(DType dtype, int64_t rows, int64_t cols
 }
 
 absl::Status CpuBackend::Upload(const void* host, const Tensor& dst) {
-  const size_t row_bytes = static_cast<size_t>(dst.cols) * DTypeSize(dst.dtype);
+  const size_t row_bytes = RowBytes(dst.dtype, dst.cols);
   for (int64_t r = 0; r < dst.rows; ++r)
     std::memcpy(dst.Rows(r, 1).data, static_cast<const char*>(host) + r * row_bytes, row_bytes);
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::Download(const Tensor& src, void* host) {
-  const size_t row_bytes = static_cast<size_t>(src.cols) * DTypeSize(src.dtype);
+  const size_t row_bytes = RowBytes(src.dtype, src.cols);
   for (int64_t r = 0; r < src.rows; ++r)
     std::memcpy(static_cast<char*>(host) + r * row_bytes, src.Rows(r, 1).data, row_bytes);
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::Copy(const Tensor& src, const Tensor& dst) {
-  const size_t row_bytes = static_cast<size_t>(src.cols) * DTypeSize(src.dtype);
+  const size_t row_bytes = RowBytes(src.dtype, src.cols);
   for (int64_t r = 0; r < src.rows; ++r) std::memmove(dst.Rows(r, 1).data, src.Rows(r, 1).data, row_bytes);
   return absl::OkStatus();
 }
@@ -114,13 +117,7 @@ absl::Status CpuBackend::Embedding(const Tensor& table, const Tensor& ids, const
   for (int64_t i = 0; i < ids.cols; ++i) {
     if (id[i] < 0 || id[i] >= table.rows)
       return absl::InvalidArgumentError(absl::StrCat("token id ", id[i], " is outside the vocabulary of ", table.rows));
-    if (table.dtype == DType::kBF16) {
-      ConvertToF32(StorageType::kBF16, table.ptr<uint16_t>() + id[i] * table.stride, static_cast<size_t>(table.cols),
-                   y.ptr<float>() + i * y.stride);
-    } else {
-      std::memcpy(y.ptr<float>() + i * y.stride, table.ptr<float>() + id[i] * table.stride,
-                  static_cast<size_t>(table.cols) * sizeof(float));
-    }
+    WidenRow(table.dtype, table.Rows(id[i], 1).data, table.cols, y.ptr<float>() + i * y.stride);
   }
   return absl::OkStatus();
 }

@@ -38,7 +38,8 @@ class CpuBackend final : public Backend {
  private:
   // (m, k, n, x stride, w stride, y stride, bias): one oneDNN primitive per shape, made once.
   using MatmulKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
-  absl::Status MatmulBf16(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y);
+  // Weights in bf16, Q8_0 or Q4_0 (matmul_narrow_cpu.cc).
+  absl::Status MatmulNarrow(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y);
   struct MatmulEntry {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul primitive;
@@ -50,6 +51,13 @@ class CpuBackend final : public Backend {
   std::mutex matmul_mutex_;
   std::map<MatmulKey, MatmulEntry> matmuls_;
 };
+
+// Tests (and measurements of what the vector kernels gain) run the portable loops instead of the
+// AVX2 ones with this.
+void UsePortableCpuKernels(bool portable);
+
+// One weight row (bf16, Q8_0, Q4_0 or f32) as n floats.
+void WidenRow(DType dtype, const void* row, int64_t n, float* out);
 
 // Runs the calling thread's OpenMP regions (ours and oneDNN's) on n threads, and restores the
 // caller's setting after: the host program's threads are not ours to reconfigure.

@@ -38,7 +38,7 @@ absl::StatusOr<CpuBackend::MatmulEntry> CpuBackend::MatmulPrimitive(const Matmul
 
 absl::Status CpuBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   if (x.rows == 0) return absl::OkStatus();
-  if (w.dtype == DType::kBF16) return MatmulBf16(x, w, bias, y);
+  if (w.dtype != DType::kF32) return MatmulNarrow(x, w, bias, y);
   const MatmulKey key{x.rows, x.cols, w.rows, x.stride, w.stride, y.stride, bias != nullptr};
   auto entry = MatmulPrimitive(key);
   if (!entry.ok()) return entry.status();

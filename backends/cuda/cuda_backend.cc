@@ -84,7 +84,9 @@ absl::StatusOr<std::shared_ptr<void>> DevicePool::Get(size_t bytes) {
 
 absl::StatusOr<Tensor> CudaBackend::Alloc(DType dtype, int64_t rows, int64_t cols) {
   if (rows < 0 || cols < 0) return absl::InternalError("negative tensor shape");
-  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * DTypeSize(dtype);
+  if (IsBlockQuantized(dtype))
+    return absl::UnimplementedError(absl::StrCat("cuda: ", DTypeName(dtype), " weights run on the CPU backend only"));
+  const size_t bytes = static_cast<size_t>(rows) * RowBytes(dtype, cols);
   auto storage = pool_.Get(bytes);
   if (!storage.ok())
     return absl::Status(storage.status().code(),
@@ -101,8 +103,8 @@ absl::StatusOr<Tensor> CudaBackend::Alloc(DType dtype, int64_t rows, int64_t col
 
 absl::Status CudaBackend::Upload(const void* host, const Tensor& dst) {
   if (dst.rows == 0 || dst.cols == 0) return absl::OkStatus();
-  const size_t row_bytes = static_cast<size_t>(dst.cols) * DTypeSize(dst.dtype);
-  DS_RETURN_IF_ERROR(Check(cudaMemcpy2DAsync(dst.data, dst.stride * DTypeSize(dst.dtype), host, row_bytes, row_bytes,
+  const size_t row_bytes = RowBytes(dst.dtype, dst.cols);
+  DS_RETURN_IF_ERROR(Check(cudaMemcpy2DAsync(dst.data, RowBytes(dst.dtype, dst.stride), host, row_bytes, row_bytes,
                                              dst.rows, cudaMemcpyHostToDevice, stream_),
                            "upload"));
   // The host buffer is the caller's again when we return.
@@ -111,8 +113,8 @@ absl::Status CudaBackend::Upload(const void* host, const Tensor& dst) {
 
 absl::Status CudaBackend::Download(const Tensor& src, void* host) {
   if (src.rows == 0 || src.cols == 0) return absl::OkStatus();
-  const size_t row_bytes = static_cast<size_t>(src.cols) * DTypeSize(src.dtype);
-  DS_RETURN_IF_ERROR(Check(cudaMemcpy2DAsync(host, row_bytes, src.data, src.stride * DTypeSize(src.dtype), row_bytes,
+  const size_t row_bytes = RowBytes(src.dtype, src.cols);
+  DS_RETURN_IF_ERROR(Check(cudaMemcpy2DAsync(host, row_bytes, src.data, RowBytes(src.dtype, src.stride), row_bytes,
                                              src.rows, cudaMemcpyDeviceToHost, stream_),
                            "download"));
   return Check(cudaStreamSynchronize(stream_), "download");
@@ -120,8 +122,8 @@ absl::Status CudaBackend::Download(const Tensor& src, void* host) {
 
 absl::Status CudaBackend::Copy(const Tensor& src, const Tensor& dst) {
   if (src.rows == 0 || src.cols == 0) return absl::OkStatus();
-  const size_t es = DTypeSize(src.dtype);
-  return Check(cudaMemcpy2DAsync(dst.data, dst.stride * es, src.data, src.stride * es, src.cols * es, src.rows,
+  return Check(cudaMemcpy2DAsync(dst.data, RowBytes(dst.dtype, dst.stride), src.data, RowBytes(src.dtype, src.stride),
+                                 RowBytes(src.dtype, src.cols), src.rows,
                                  cudaMemcpyDeviceToDevice, stream_),
                "copy");
 }

@@ -173,6 +173,8 @@ ds_status ds_engine_open(const char* model_dir, const ds_engine_options* options
     switch (o.weight_format) {
       case DS_WEIGHTS_F32: eo.weight_dtype = ds::DType::kF32; break;
       case DS_WEIGHTS_BF16: eo.weight_dtype = ds::DType::kBF16; break;
+      case DS_WEIGHTS_INT8: eo.weight_dtype = ds::DType::kQ8_0; break;
+      case DS_WEIGHTS_INT4: eo.weight_dtype = ds::DType::kQ4_0; break;
       default:
         return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_engine_open: unknown weight_format ", o.weight_format));
     }

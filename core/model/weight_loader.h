@@ -19,7 +19,8 @@ using ProgressFn = std::function<void(uint64_t, uint64_t, const char*)>;
 
 class WeightLoader {
  public:
-  // Matrices are stored as `matrix_dtype` (f32, or bf16 to halve the bytes decode reads);
+  // Matrices are stored as `matrix_dtype`: f32, or bf16 / Q8_0 / Q4_0 to cut the bytes decode
+  // reads (a matrix whose rows are not whole blocks of 32 falls back from Q8_0/Q4_0 to bf16);
   // vectors, and matrices asked for with KeepF32, stay f32.
   WeightLoader(const Checkpoint& checkpoint, const ModelConfig& config, Backend& backend,
                ProgressFn progress, DType matrix_dtype = DType::kF32);
