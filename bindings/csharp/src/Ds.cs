@@ -30,6 +30,11 @@ namespace Ds
     public enum StopReason { Eos = 0, MaxTokens = 1, StopToken = 2, StopString = 3, Callback = 4, Cancelled = 5, ContextFull = 6 }
 
     public enum Speculative { None = 0, Draft = 1, Mtp = 2, Ngram = 3 }
+    /// <summary>ds_weight_format: fewer bytes per weight read per token, for some accuracy.
+    /// Int8 and Int4 are llama.cpp's Q8_0 / Q4_0 blocks (8.5 / 4.5 bits per weight), CPU only.</summary>
+    public enum WeightFormat { F32 = 0, Bf16 = 1, Int8 = 2, Int4 = 3 }
+    /// <summary>ds_backend: where the model runs.</summary>
+    public enum Backend { Auto = 0, Cpu = 1, Cuda = 2 }
 
     internal static class Native
     {
@@ -162,15 +167,17 @@ namespace Ds
     {
         internal readonly EngineHandle Handle = new EngineHandle();
 
-        /// <param name="bf16Weights">store weight matrices as bf16 (half the bytes per token; f32 compute)</param>
-        public Engine(string modelDir, int threads = 0, bool bf16Weights = false)
+        /// <param name="weights">how weight matrices are stored (F32: exact)</param>
+        /// <param name="backend">where the model runs</param>
+        public Engine(string modelDir, int threads = 0, WeightFormat weights = WeightFormat.F32, Backend backend = Backend.Cpu)
         {
             if (Native.ds_version() != Native.ApiVersion)
                 throw new DsException(Status.Unsupported, $"libds has ABI version {Native.ds_version()}, this binding needs {Native.ApiVersion}");
             var o = new Native.EngineOptions();
             Native.ds_engine_options_init(ref o);
             o.n_threads = threads;
-            o.weight_format = bf16Weights ? 1 : 0;
+            o.weight_format = (int)weights;
+            o.backend = (int)backend;
             Native.Check(Native.ds_engine_open(Native.Utf8Z(modelDir), ref o, out IntPtr p));
             Handle.Set(p);
         }

@@ -77,12 +77,32 @@ static class Tests
     {
         // The fixture's weights are bf16 already, so bf16 storage changes nothing: same tokens.
         const string name = "llama_tied_bf16";
-        using (var engine = new Engine(Fixture(name), threads: 1, bf16Weights: true))
+        using (var engine = new Engine(Fixture(name), threads: 1, weights: WeightFormat.Bf16))
         using (var session = engine.CreateSession())
         {
             session.Append(ReferenceIds(name, "input_ids"));
             var want = ReferenceIds(name, "greedy_tokens");
             Assert(want.Select(_ => session.NextToken()).SequenceEqual(want), "bf16 tokens");
+        }
+    }
+
+    static void QuantizedWeightsReachTheLibrary()
+    {
+        // int4 on CUDA is refused by libds itself, naming why.
+        try
+        {
+            new Engine(Fixture("qwen2_tiny"), weights: WeightFormat.Int4, backend: Backend.Cuda).Dispose();
+            Assert(false, "int4 on CUDA must fail");
+        }
+        catch (DsException e)
+        {
+            Assert(e.Message.Contains("CPU backend only"), e.Message);
+        }
+        using (var engine = new Engine(Fixture("qwen2_tiny"), threads: 1, weights: WeightFormat.Int8))
+        using (var session = engine.CreateSession())
+        {
+            session.Append(ReferenceIds("qwen2_tiny", "input_ids"));
+            session.NextToken();
         }
     }
 
@@ -161,7 +181,8 @@ static class Tests
             { "GreedyMatchesTransformers", GreedyMatchesTransformers }, { "TokenizeAndGenerate", TokenizeAndGenerate },
             { "StreamingStopsWhenAsked", StreamingStopsWhenAsked }, { "ThrowingCallbackIsAnError", ThrowingCallbackIsAnError },
             { "CancelFromAnotherThread", CancelFromAnotherThread }, { "ErrorsAndDisposedHandles", ErrorsAndDisposedHandles },
-            { "ChatTemplate", ChatTemplate }, { "Bf16WeightsOption", Bf16WeightsOption } };
+            { "ChatTemplate", ChatTemplate }, { "Bf16WeightsOption", Bf16WeightsOption },
+            { "QuantizedWeightsReachTheLibrary", QuantizedWeightsReachTheLibrary } };
         int passed = 0, failed = 0;
         foreach (var test in tests)
         {

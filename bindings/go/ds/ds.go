@@ -78,10 +78,20 @@ const (
 
 // EngineOptions: the zero value is the CPU with all cores.
 type EngineOptions struct {
-	Backend     Backend // 0 means CPU
-	Threads     int
-	BF16Weights bool // store weight matrices as bf16 (half the bytes per token; f32 compute)
+	Backend Backend // 0 means CPU
+	Threads int
+	Weights WeightFormat // how weight matrices are stored; 0 means f32 (exact)
 }
+
+// WeightFormat is ds_weight_format: fewer bytes per weight read per token, for some accuracy.
+type WeightFormat int32
+
+const (
+	WeightsF32  WeightFormat = C.DS_WEIGHTS_F32  // exact: what the reference computes
+	WeightsBF16 WeightFormat = C.DS_WEIGHTS_BF16 // half the bytes per token; f32 compute
+	WeightsInt8 WeightFormat = C.DS_WEIGHTS_INT8 // llama.cpp's Q8_0 blocks (8.5 bits per weight), CPU only
+	WeightsInt4 WeightFormat = C.DS_WEIGHTS_INT4 // llama.cpp's Q4_0 blocks (4.5 bits per weight), CPU only
+)
 
 // Engine is a loaded model.
 type Engine struct {
@@ -101,9 +111,7 @@ func Open(dir string, opts *EngineOptions) (*Engine, error) {
 			o.backend = C.int32_t(opts.Backend)
 		}
 		o.n_threads = C.int32_t(opts.Threads)
-		if opts.BF16Weights {
-			o.weight_format = C.DS_WEIGHTS_BF16
-		}
+		o.weight_format = C.int32_t(opts.Weights)
 	}
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))

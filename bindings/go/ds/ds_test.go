@@ -115,10 +115,31 @@ func TestTokenizeGenerateAndSpeculative(t *testing.T) {
 	}
 }
 
+func TestQuantizedWeightsReachTheLibrary(t *testing.T) {
+	// int4 on CUDA is refused by libds itself, naming why.
+	_, err := Open(fixture("qwen2_tiny"), &EngineOptions{Backend: BackendCUDA, Weights: WeightsInt4})
+	if err == nil || !strings.Contains(err.Error(), "CPU backend only") {
+		t.Fatalf("int4 on CUDA: %v, want a refusal naming the CPU backend", err)
+	}
+	e, err := Open(fixture("qwen2_tiny"), &EngineOptions{Threads: 1, Weights: WeightsInt8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s, _ := e.NewSession(nil)
+	defer s.Close()
+	if err := s.Append(referenceIDs(t, "qwen2_tiny", "input_ids")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NextToken(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestBF16WeightsOption(t *testing.T) {
 	// The fixture's weights are bf16 already, so bf16 storage changes nothing: same tokens.
 	const name = "llama_tied_bf16"
-	e, err := Open(fixture(name), &EngineOptions{Threads: 1, BF16Weights: true})
+	e, err := Open(fixture(name), &EngineOptions{Threads: 1, Weights: WeightsBF16})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,8 @@ pub const DS_BACKEND_CUDA: i32 = 2;
 
 pub const DS_WEIGHTS_F32: i32 = 0;
 pub const DS_WEIGHTS_BF16: i32 = 1;
+pub const DS_WEIGHTS_INT8: i32 = 2;
+pub const DS_WEIGHTS_INT4: i32 = 3;
 
 pub const DS_SPECULATIVE_NONE: i32 = 0;
 pub const DS_SPECULATIVE_DRAFT: i32 = 1;

@@ -84,13 +84,27 @@ pub struct EngineOptions {
     pub backend: Backend,
     /// CPU threads; 0 = all cores.
     pub threads: i32,
-    /// Store weight matrices as bf16 (half the bytes per token; f32 compute) instead of f32.
-    pub bf16_weights: bool,
+    /// How weight matrices are stored (f32 by default: exact).
+    pub weights: WeightFormat,
+}
+
+/// `ds_weight_format`: fewer bytes per weight read per token, for some accuracy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Exact: what the reference computes.
+    #[default]
+    F32,
+    /// Half the bytes per token; f32 compute.
+    Bf16,
+    /// llama.cpp's Q8_0 blocks (8.5 bits per weight), CPU only.
+    Int8,
+    /// llama.cpp's Q4_0 blocks (4.5 bits per weight), CPU only.
+    Int4,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { backend: Backend::Cpu, threads: 0, bf16_weights: false }
+        EngineOptions { backend: Backend::Cpu, threads: 0, weights: WeightFormat::F32 }
     }
 }
 
@@ -155,7 +169,12 @@ impl Engine {
             Backend::Cuda => sys::DS_BACKEND_CUDA,
         };
         o.n_threads = options.threads;
-        o.weight_format = if options.bf16_weights { sys::DS_WEIGHTS_BF16 } else { sys::DS_WEIGHTS_F32 };
+        o.weight_format = match options.weights {
+            WeightFormat::F32 => sys::DS_WEIGHTS_F32,
+            WeightFormat::Bf16 => sys::DS_WEIGHTS_BF16,
+            WeightFormat::Int8 => sys::DS_WEIGHTS_INT8,
+            WeightFormat::Int4 => sys::DS_WEIGHTS_INT4,
+        };
         let mut engine = std::ptr::null_mut();
         check(unsafe { sys::ds_engine_open(dir.as_ptr(), &o, &mut engine) })?;
         Ok(Engine { handle: Arc::new(EngineHandle(engine)) })

@@ -98,12 +98,26 @@ fn generate_from_text_and_speculative_decoding_match_transformers() {
 fn bf16_weights_option_reaches_the_library() {
     // The fixture's weights are bf16 already, so bf16 storage changes nothing: same tokens.
     let fixture = "llama_tied_bf16";
-    let engine = ds::Engine::open(fixtures().join(fixture), &ds::EngineOptions { threads: 1, bf16_weights: true, ..Default::default() }).unwrap();
+    let engine = ds::Engine::open(fixtures().join(fixture), &ds::EngineOptions { threads: 1, weights: ds::WeightFormat::Bf16, ..Default::default() }).unwrap();
     let mut session = engine.session(&Default::default()).unwrap();
     session.append(&reference_ids(fixture, "input_ids")).unwrap();
     let expected = reference_ids(fixture, "greedy_tokens");
     let got: Vec<i32> = (0..expected.len()).map(|_| session.next_token().unwrap()).collect();
     assert_eq!(got, expected);
+}
+
+#[test]
+fn quantized_weights_reach_the_library() {
+    // int4 on CUDA is refused by libds itself, naming why.
+    let options = ds::EngineOptions { backend: ds::Backend::Cuda, weights: ds::WeightFormat::Int4, ..Default::default() };
+    let err = ds::Engine::open(fixtures().join("qwen2_tiny"), &options).err().expect("int4 on CUDA must fail");
+    assert!(err.to_string().contains("CPU backend only"), "{err}");
+    // On the CPU, int8 runs.
+    let options = ds::EngineOptions { threads: 1, weights: ds::WeightFormat::Int8, ..Default::default() };
+    let engine = ds::Engine::open(fixtures().join("qwen2_tiny"), &options).unwrap();
+    let mut session = engine.session(&Default::default()).unwrap();
+    session.append(&reference_ids("qwen2_tiny", "input_ids")).unwrap();
+    session.next_token().unwrap();
 }
 
 #[test]
