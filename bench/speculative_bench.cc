@@ -28,10 +28,13 @@ void Check(ds_status s, const char* what) {
   }
 }
 
+// $BACKEND: cpu (default) or cuda (bf16 compute).
 ds_engine* Open(const char* dir, int threads) {
   ds_engine_options eo;
   ds_engine_options_init(&eo);
   eo.n_threads = threads;
+  const char* backend = std::getenv("BACKEND");
+  if (backend && std::strcmp(backend, "cuda") == 0) eo.backend = DS_BACKEND_CUDA;
   ds_engine* e = nullptr;
   Check(ds_engine_open(dir, &eo, &e), dir);
   return e;
@@ -170,7 +173,7 @@ void Draft(const char* target_dir, const std::vector<const char*>& drafts, int t
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s verify|ngram|draft TARGET [DRAFT...]   (env: THREADS, TOKENS, K)\n", argv[0]);
+    std::fprintf(stderr, "usage: %s verify|ngram|draft TARGET [DRAFT...]   (env: THREADS, TOKENS, K, BACKEND=cpu|cuda)\n", argv[0]);
     return 2;
   }
   const int threads = std::getenv("THREADS") ? std::atoi(std::getenv("THREADS")) : 0;

@@ -3,8 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <ostream>
 #include <string>
+#include <tuple>
 #include <vector>
+
+#include "ds_c.h"
+#include "gtest/gtest.h"
 
 namespace ds::testing {
 
@@ -41,6 +46,40 @@ const std::string& CudaUnavailableReason();
 // Tests of the CUDA backend skip with this message where it cannot run, and fail instead when
 // DS_REQUIRE_CUDA=1 (the GPU machine's run: tests/gpu/run.sh).
 bool CudaRequired();
+
+// A backend and precision the fixtures run on. float32 compute is held to 1e-4 relative at every
+// position against the float32 reference (fixtures/README.md) and must choose the same greedy
+// tokens. bf16 rounds the fixtures' float32 weights, which alone moves these random models'
+// logits by about 1% of their norm (the CPU with bf16 weights shows the same, weight_formats_test),
+// and an MoE layer may then route a token to another expert (a discontinuity of top-k, not an
+// error): bf16 is held to 3e-2 (as there) on the median position of each check, with the
+// reference's tokens fed back so that a flipped near-tie does not derail the comparison; its
+// greedy tokens are its own, not necessarily the reference's.
+struct Target {
+  const char* name;
+  int32_t backend;
+  int32_t compute;
+  double tolerance;
+  bool exact_tokens;
+};
+inline constexpr Target kTargets[] = {
+    {"cpu", DS_BACKEND_CPU, DS_COMPUTE_F32, 1e-4, true},
+    {"cuda_f32", DS_BACKEND_CUDA, DS_COMPUTE_F32, 1e-4, true},
+    {"cuda_bf16", DS_BACKEND_CUDA, DS_COMPUTE_BF16, 3e-2, false},
+};
+inline void PrintTo(const Target& t, std::ostream* os) { *os << t.name; }  // test names, not bytes
+
+using FixtureAndTarget = std::tuple<std::string, Target>;
+inline std::string FixtureAndTargetName(const ::testing::TestParamInfo<FixtureAndTarget>& info) {
+  return std::get<0>(info.param) + "_" + std::get<1>(info.param).name;
+}
+
+// Skips (or, where the GPU run requires it, fails) a CUDA case that cannot run here.
+#define DS_SKIP_IF_NO_DEVICE(b)                                                        \
+  if ((b).backend == DS_BACKEND_CUDA && !CudaUnavailableReason().empty()) {           \
+    if (CudaRequired()) FAIL() << "DS_REQUIRE_CUDA=1: " << CudaUnavailableReason();   \
+    GTEST_SKIP() << "skipped: no CUDA device (" << CudaUnavailableReason() << ")";    \
+  }
 
 // A fresh empty folder under the system temp dir.
 std::string MakeTempDir(const std::string& tag);

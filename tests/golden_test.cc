@@ -20,46 +20,13 @@
 namespace ds::testing {
 namespace {
 
-// A backend and precision the fixtures run on. float32 compute is held to 1e-4 relative at every
-// position against the float32 reference (fixtures/README.md) and must choose the same greedy
-// tokens. bf16 rounds the fixtures' float32 weights, which alone moves these random models'
-// logits by about 1% of their norm (the CPU with bf16 weights shows the same, weight_formats_test),
-// and an MoE layer may then route a token to another expert (a discontinuity of top-k, not an
-// error): bf16 is held to 3e-2 (as there) on the median position of each check, with the reference's tokens
-// fed back so that a flipped near-tie does not derail the comparison.
-struct Target {
-  const char* name;
-  int32_t backend;
-  int32_t compute;
-  double tolerance;
-  bool exact_tokens;
-};
-constexpr Target kTargets[] = {
-    {"cpu", DS_BACKEND_CPU, DS_COMPUTE_F32, 1e-4, true},
-    {"cuda_f32", DS_BACKEND_CUDA, DS_COMPUTE_F32, 1e-4, true},
-    {"cuda_bf16", DS_BACKEND_CUDA, DS_COMPUTE_BF16, 3e-2, false},
-};
-using Param = std::tuple<std::string, Target>;
-void PrintTo(const Target& t, std::ostream* os) { *os << t.name; }  // test names, not bytes
-
-std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
-  return std::get<0>(info.param) + "_" + std::get<1>(info.param).name;
-}
-
-// Skips (or, where the GPU run requires it, fails) a CUDA case that cannot run here.
-#define DS_SKIP_IF_NO_DEVICE(b)                                                        \
-  if ((b).backend == DS_BACKEND_CUDA && !CudaUnavailableReason().empty()) {           \
-    if (CudaRequired()) FAIL() << "DS_REQUIRE_CUDA=1: " << CudaUnavailableReason();   \
-    GTEST_SKIP() << "skipped: no CUDA device (" << CudaUnavailableReason() << ")";    \
-  }
-
 TEST(Fixtures, FolderHoldsModels) {
   ASSERT_TRUE(std::filesystem::is_directory(FixturesDir()))
       << "no fixtures at " << FixturesDir() << " (set DS_FIXTURES_DIR)";
   EXPECT_GE(ListModelFixtures().size(), 1u);
 }
 
-class Golden : public ::testing::TestWithParam<Param> {
+class Golden : public ::testing::TestWithParam<FixtureAndTarget> {
  protected:
   void SetUp() override {
     DS_SKIP_IF_NO_DEVICE(target_);
@@ -252,10 +219,10 @@ TEST_P(GoldenEngine, FinalHiddenAndMtpLogitsMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Golden,
                          ::testing::Combine(::testing::ValuesIn(ListModelFixtures()), ::testing::ValuesIn(kTargets)),
-                         ParamName);
+                         FixtureAndTargetName);
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenEngine,
                          ::testing::Combine(::testing::ValuesIn(ListModelFixtures()), ::testing::ValuesIn(kTargets)),
-                         ParamName);
+                         FixtureAndTargetName);
 
 }  // namespace
 }  // namespace ds::testing
