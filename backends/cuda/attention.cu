@@ -124,12 +124,20 @@ __global__ void CausalSoftmaxKernel(float* scores, int64_t T, int64_t S, int64_t
 
 }  // namespace
 
-int64_t AttentionSplits(const AttentionArgs& a, int sm_count) {
-  // Enough blocks for several waves over the multiprocessors, each still given 32+ keys.
+// Keys per split: 32, doubled while there would be more than 256 splits. The split boundaries
+// (multiples of the chunk) then do not depend on how many query rows a call has, so a position
+// attends with the same arithmetic in a verification pass as in a decode step (up to 8192 keys
+// always; past that unless the two calls straddle a doubling).
+static int64_t AttentionChunk(const AttentionArgs& a) {
   const int64_t max_keys = a.pos0 + a.T;
-  const int64_t want = (8LL * sm_count + a.n_heads * a.T - 1) / (a.n_heads * a.T);
-  const int64_t most = (max_keys + 31) / 32;
-  return std::max<int64_t>(1, std::min(want, most));
+  int64_t chunk = 32;
+  while ((max_keys + chunk - 1) / chunk > 256) chunk *= 2;
+  return chunk;
+}
+
+int64_t AttentionSplits(const AttentionArgs& a, int /*sm_count*/) {
+  const int64_t chunk = AttentionChunk(a);
+  return std::max<int64_t>(1, (a.pos0 + a.T + chunk - 1) / chunk);
 }
 
 int64_t AttentionSplitScratch(const AttentionArgs& a, int64_t splits) {
@@ -139,8 +147,8 @@ int64_t AttentionSplitScratch(const AttentionArgs& a, int64_t splits) {
 cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream) {
   if (a.T <= 0) return cudaSuccess;
   if (a.head_dim_v > kMaxHeadDimV || a.n_heads > 65535 || a.T > 65535 || splits > 65535) return cudaErrorInvalidValue;
-  const int64_t max_keys = a.pos0 + a.T;
-  const int64_t chunk = (max_keys + splits - 1) / splits;
+  const int64_t chunk = AttentionChunk(a);
+  if (splits * chunk < a.pos0 + a.T) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T), static_cast<unsigned>(splits));
   const size_t smem = (a.head_dim_qk + 2 * kAttnWarps + kAttnWarps * a.head_dim_v) * sizeof(float);
   if (smem > 48 * 1024) return cudaErrorInvalidValue;

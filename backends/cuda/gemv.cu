@@ -157,7 +157,8 @@ cudaError_t GemvTyped(const float* x, int64_t xs, int64_t m, const void* w, cons
   if (m == 1) return GemvFor<W, 1, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
   if (m == 2) return GemvFor<W, 2, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
   if (m <= 4) return GemvFor<W, 4, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
-  return GemvFor<W, 8, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
+  if (m <= 8) return GemvFor<W, 8, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
+  return GemvFor<W, 16, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
 }
 
 // h[p, r] = silu(x[t] · gate_e[r]) * (x[t] · up_e[r]) for pair p = (t, j), e = ids[t, j].
@@ -217,7 +218,9 @@ cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t*
   // Gate/up: expert matrices are contiguous allocations (checked by the caller), x rows aligned.
   const bool vec_up = e.gate_up_stride % 8 == 0 && e.hidden % 8 == 0 && xs % 4 == 0 &&
                       reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const int up_slices = SlicesFor(e.inter * pairs, sm_count);
+  // Slices from the matrix shape alone, not the token count: a token's result is then the same
+  // in a verification pass as in a decode step.
+  const int up_slices = SlicesFor(e.inter, sm_count);
   const dim3 up_grid(Blocks(e.inter, kWarps / up_slices, 2147483647), static_cast<unsigned>(pairs));
   if (vec_up) {
     MoeGateUpKernel<W, true><<<up_grid, kWarps * 32, 0, stream>>>(x, xs, ids, ids_stride, top_k, e, h, up_slices);
@@ -226,7 +229,7 @@ cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t*
   }
   if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
   const bool vec_down = e.down_stride % 8 == 0 && e.inter % 8 == 0;  // h rows are inter apart
-  const int down_slices = SlicesFor(e.hidden * T, sm_count);
+  const int down_slices = SlicesFor(e.hidden, sm_count);
   const dim3 down_grid(Blocks(e.hidden, kWarps / down_slices, 2147483647), static_cast<unsigned>(T));
   if (vec_down) {
     MoeDownKernel<W, true><<<down_grid, kWarps * 32, 0, stream>>>(h, ids, ids_stride, weights, weights_stride, top_k,

@@ -44,8 +44,10 @@ cudaError_t LaunchGather(const float* x, int64_t x_stride, const int32_t* rows, 
                          int64_t y_stride, int64_t cols, cudaStream_t stream);
 
 // y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) for m <= kGemvMaxRows: one pass over the weights,
-// the memory-bound decode path. w is f32 or bf16; accumulation is f32.
-constexpr int64_t kGemvMaxRows = 8;
+// the memory-bound decode path. w is f32 or bf16; accumulation is f32. A row's result does not
+// depend on m, so a speculative verification pass (up to 16 rows: 15 drafts and the bonus
+// position) computes each position exactly as a decode step would.
+constexpr int64_t kGemvMaxRows = 16;
 cudaError_t LaunchGemv(const float* x, int64_t x_stride, int64_t m, const void* w, bool w_bf16, int64_t w_stride,
                        int64_t n, int64_t k, const float* bias, float* y, int64_t y_stride, int sm_count,
                        cudaStream_t stream);

@@ -12,7 +12,8 @@
 namespace ds::cuda {
 namespace {
 
-constexpr int64_t kOnDeviceMaxTokens = 8;
+// As many tokens as the GEMV takes: a speculative verification pass stays on the device path.
+constexpr int64_t kOnDeviceMaxTokens = kGemvMaxRows;
 
 }  // namespace
 
