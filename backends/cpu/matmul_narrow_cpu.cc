@@ -29,12 +29,25 @@ namespace {
 
 constexpr int64_t kMaxGemvRows = 8;
 
-// Activation rows quantized for the integer dot: q [rows, k] int8 codes, d [rows, k / 32] scales.
-struct QuantizedRows {
+// The activation rows, prepared once per call for the weight format's kernel:
+//   Q8_0 / Q4_0: q [rows, k] int8 codes and d [rows, k / 32] scales, for the integer dot;
+//   bf16: split [rows, k] f32, each group of 16 stored as its 8 even then its 8 odd elements, so
+//   the kernel widens bf16 pairs with a shift and a mask instead of shuffles.
+struct PreparedRows {
   const int8_t* q;
   const float* d;
+  const float* split;
   int64_t k;
 };
+
+void SplitEvenOdd(const float* x, int64_t x_stride, int64_t rows, int64_t k, float* out) {
+  for (int64_t m = 0; m < rows; ++m)
+    for (int64_t g = 0; g + 16 <= k; g += 16)
+      for (int64_t i = 0; i < 8; ++i) {
+        out[m * k + g + i] = x[m * x_stride + g + 2 * i];
+        out[m * k + g + 8 + i] = x[m * x_stride + g + 2 * i + 1];
+      }
+}
 
 void QuantizeActivations(const float* x, int64_t x_stride, int64_t rows, int64_t k, int8_t* q, float* d) {
   for (int64_t m = 0; m < rows; ++m)
@@ -51,7 +64,7 @@ void QuantizeActivations(const float* x, int64_t x_stride, int64_t rows, int64_t
 
 // --- portable kernels: out[m] = w_row · x[m] for m < rows ------------------------------------
 
-void DotBf16Portable(const void* w_row, const float* x, int64_t x_stride, const QuantizedRows&, int64_t rows,
+void DotBf16Portable(const void* w_row, const float* x, int64_t x_stride, const PreparedRows&, int64_t rows,
                      int64_t k, float* out) {
   const uint16_t* w = static_cast<const uint16_t*>(w_row);
   for (int64_t m = 0; m < rows; ++m) {
@@ -68,7 +81,7 @@ int32_t DotCodes(const int8_t* w, const int8_t* x) {
   return sum;
 }
 
-void DotQ8Portable(const void* w_row, const float*, int64_t, const QuantizedRows& x, int64_t rows, int64_t k,
+void DotQ8Portable(const void* w_row, const float*, int64_t, const PreparedRows& x, int64_t rows, int64_t k,
                    float* out) {
   const BlockQ8_0* w = static_cast<const BlockQ8_0*>(w_row);
   const int64_t blocks = k / kQuantBlock;
@@ -80,7 +93,7 @@ void DotQ8Portable(const void* w_row, const float*, int64_t, const QuantizedRows
   }
 }
 
-void DotQ4Portable(const void* w_row, const float*, int64_t, const QuantizedRows& x, int64_t rows, int64_t k,
+void DotQ4Portable(const void* w_row, const float*, int64_t, const PreparedRows& x, int64_t rows, int64_t k,
                    float* out) {
   const BlockQ4_0* w = static_cast<const BlockQ4_0*>(w_row);
   const int64_t blocks = k / kQuantBlock;
@@ -105,26 +118,41 @@ __attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)));
 }
 
+// Independent accumulators per activation row: one FMA chain per row would wait on the FMA's
+// latency (4-5 cycles) every step, well below what memory delivers when rows are few.
+constexpr int ChainsFor(int rows) { return rows == 1 ? 4 : rows <= 4 ? 2 : 1; }
+
+// a[m] += the 16 bf16 weights at w · the 16 activations of row m at x (split even/odd).
+// 32-bit word j of the weights holds elements 2j (low half) and 2j + 1 (high half); a bf16 is the
+// top half of an f32, so the even ones shift into place and the odd ones are masked.
 template <int Rows>
-__attribute__((target("avx2,fma"))) void DotBf16Avx2(const void* w_row, const float* x, int64_t x_stride, int64_t k,
-                                                      float* out) {
-  const uint16_t* w = static_cast<const uint16_t*>(w_row);
-  __m256 acc[Rows];
-  for (int m = 0; m < Rows; ++m) acc[m] = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
-    // bf16 is the top half of an f32: widen to 32 bits and shift into place.
-    const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(raw)), 16));
-    const __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(raw, 1)), 16));
-    for (int m = 0; m < Rows; ++m) {
-      const float* xm = x + m * x_stride + i;
-      acc[m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xm), acc[m]);
-      acc[m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xm + 8), acc[m]);
-    }
-  }
+__attribute__((target("avx2,fma"), always_inline)) inline void Bf16Group(const uint16_t* w, const float* x,
+                                                                        int64_t k, __m256* a) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+  const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u))));
   for (int m = 0; m < Rows; ++m) {
-    float sum = HorizontalSum(acc[m]);
+    a[m] = _mm256_fmadd_ps(even, _mm256_loadu_ps(x + m * k), a[m]);
+    a[m] = _mm256_fmadd_ps(odd, _mm256_loadu_ps(x + m * k + 8), a[m]);
+  }
+}
+
+template <int Rows>
+__attribute__((target("avx2,fma"))) void DotBf16Avx2(const void* w_row, const float* x, int64_t x_stride,
+                                                      const PreparedRows& prepared, float* out) {
+  constexpr int kChains = ChainsFor(Rows);
+  const uint16_t* w = static_cast<const uint16_t*>(w_row);
+  const int64_t k = prepared.k;
+  __m256 acc[kChains][Rows];
+  for (int c = 0; c < kChains; ++c)
+    for (int m = 0; m < Rows; ++m) acc[c][m] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 * kChains <= k; i += 16 * kChains)
+    for (int c = 0; c < kChains; ++c) Bf16Group<Rows>(w + i + 16 * c, prepared.split + i + 16 * c, k, acc[c]);
+  for (; i + 16 <= k; i += 16) Bf16Group<Rows>(w + i, prepared.split + i, k, acc[0]);
+  for (int m = 0; m < Rows; ++m) {
+    for (int c = 1; c < kChains; ++c) acc[0][m] = _mm256_add_ps(acc[0][m], acc[c][m]);
+    float sum = HorizontalSum(acc[0][m]);
     for (int64_t j = i; j < k; ++j) sum += Bf16ToF32(w[j]) * x[m * x_stride + j];
     out[m] = sum;
   }
@@ -135,7 +163,7 @@ __attribute__((target("avx2,fma"))) void DotBf16Avx2(const void* w_row, const fl
 // Rows is a template parameter so the accumulators live in registers.
 template <int Rows>
 __attribute__((target("avx2,fma,f16c"), always_inline)) inline void AccumulateBlock(__m256i w_codes, float w_scale,
-                                                                                  const QuantizedRows& x, int64_t b,
+                                                                                  const PreparedRows& x, int64_t b,
                                                                                   __m256* acc) {
   const int64_t blocks = x.k / kQuantBlock;
   const __m256i w_abs = _mm256_sign_epi8(w_codes, w_codes);
@@ -149,36 +177,67 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void AccumulateBl
   }
 }
 
-template <int Rows>
-__attribute__((target("avx2,fma,f16c"))) void DotQ8Avx2(const void* w_row, const QuantizedRows& x, float* out) {
-  const BlockQ8_0* w = static_cast<const BlockQ8_0*>(w_row);
-  __m256 acc[Rows];
-  for (int m = 0; m < Rows; ++m) acc[m] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < x.k / kQuantBlock; ++b) {
-    const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].q));
-    AccumulateBlock<Rows>(codes, _cvtsh_ss(w[b].d), x, b, acc);
+// Sums a row's blocks with kChains accumulator sets, block b into set b % kChains.
+template <int Rows, typename Block>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void SumBlocks(const void* w, const PreparedRows& x,
+                                                                              float* out) {
+  constexpr int kChains = ChainsFor(Rows);
+  __m256 acc[kChains][Rows];
+  for (int c = 0; c < kChains; ++c)
+    for (int m = 0; m < Rows; ++m) acc[c][m] = _mm256_setzero_ps();
+  const int64_t blocks = x.k / kQuantBlock;
+  int64_t b = 0;
+  for (; b + kChains <= blocks; b += kChains)
+    for (int c = 0; c < kChains; ++c) {
+      float scale;
+      const __m256i codes = Block::Load(w, b + c, &scale);
+      AccumulateBlock<Rows>(codes, scale, x, b + c, acc[c]);
+    }
+  for (; b < blocks; ++b) {
+    float scale;
+    const __m256i codes = Block::Load(w, b, &scale);
+    AccumulateBlock<Rows>(codes, scale, x, b, acc[0]);
   }
-  for (int m = 0; m < Rows; ++m) out[m] = HorizontalSum(acc[m]);
+  for (int m = 0; m < Rows; ++m) {
+    for (int c = 1; c < kChains; ++c) acc[0][m] = _mm256_add_ps(acc[0][m], acc[c][m]);
+    out[m] = HorizontalSum(acc[0][m]);
+  }
+}
+
+// A block's signed codes and scale.
+struct Q8Block {
+  __attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256i Load(const void* w_row, int64_t b,
+                                                                                     float* scale) {
+    const BlockQ8_0& block = static_cast<const BlockQ8_0*>(w_row)[b];
+    *scale = _cvtsh_ss(block.d);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block.q));
+  }
+};
+struct Q4Block {
+  __attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256i Load(const void* w_row, int64_t b,
+                                                                                     float* scale) {
+    const BlockQ4_0& block = static_cast<const BlockQ4_0*>(w_row)[b];
+    *scale = _cvtsh_ss(block.d);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.q));
+    // Elements 0..15 are the low nibbles, 16..31 the high ones; codes are stored + 8.
+    const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0f));
+    return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
+  }
+};
+
+template <int Rows>
+__attribute__((target("avx2,fma,f16c"))) void DotQ8Avx2(const void* w_row, const PreparedRows& x, float* out) {
+  SumBlocks<Rows, Q8Block>(w_row, x, out);
 }
 
 template <int Rows>
-__attribute__((target("avx2,fma,f16c"))) void DotQ4Avx2(const void* w_row, const QuantizedRows& x, float* out) {
-  const BlockQ4_0* w = static_cast<const BlockQ4_0*>(w_row);
-  const __m256i low_nibbles = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
-  __m256 acc[Rows];
-  for (int m = 0; m < Rows; ++m) acc[m] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < x.k / kQuantBlock; ++b) {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].q));
-    // Elements 0..15 are the low nibbles, 16..31 the high ones.
-    const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low_nibbles);
-    AccumulateBlock<Rows>(_mm256_sub_epi8(nibbles, eight), _cvtsh_ss(w[b].d), x, b, acc);
-  }
-  for (int m = 0; m < Rows; ++m) out[m] = HorizontalSum(acc[m]);
+__attribute__((target("avx2,fma,f16c"))) void DotQ4Avx2(const void* w_row, const PreparedRows& x, float* out) {
+  SumBlocks<Rows, Q4Block>(w_row, x, out);
 }
 
 // The kernel for `rows` activation rows (1..kMaxGemvRows), from one instantiated per count.
 template <template <int> class Kernel>
-void DispatchRows(const void* w_row, const float* x, int64_t x_stride, const QuantizedRows& xq, int64_t rows,
+void DispatchRows(const void* w_row, const float* x, int64_t x_stride, const PreparedRows& xq, int64_t rows,
                   int64_t k, float* out) {
   switch (rows) {
     case 1: return Kernel<1>::Run(w_row, x, x_stride, xq, k, out);
@@ -193,25 +252,25 @@ void DispatchRows(const void* w_row, const float* x, int64_t x_stride, const Qua
 }
 template <int Rows>
 struct Bf16Kernel {
-  static void Run(const void* w, const float* x, int64_t x_stride, const QuantizedRows&, int64_t k, float* out) {
-    DotBf16Avx2<Rows>(w, x, x_stride, k, out);
+  static void Run(const void* w, const float* x, int64_t x_stride, const PreparedRows& prepared, int64_t, float* out) {
+    DotBf16Avx2<Rows>(w, x, x_stride, prepared, out);
   }
 };
 template <int Rows>
 struct Q8Kernel {
-  static void Run(const void* w, const float*, int64_t, const QuantizedRows& xq, int64_t, float* out) {
+  static void Run(const void* w, const float*, int64_t, const PreparedRows& xq, int64_t, float* out) {
     DotQ8Avx2<Rows>(w, xq, out);
   }
 };
 template <int Rows>
 struct Q4Kernel {
-  static void Run(const void* w, const float*, int64_t, const QuantizedRows& xq, int64_t, float* out) {
+  static void Run(const void* w, const float*, int64_t, const PreparedRows& xq, int64_t, float* out) {
     DotQ4Avx2<Rows>(w, xq, out);
   }
 };
 static_assert(kMaxGemvRows == 8);
 
-using DotRow = void (*)(const void* w_row, const float* x, int64_t x_stride, const QuantizedRows& xq,
+using DotRow = void (*)(const void* w_row, const float* x, int64_t x_stride, const PreparedRows& xq,
                         int64_t rows, int64_t k, float* out);
 
 bool HasAvx2() {
@@ -254,15 +313,19 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
   if (M <= kMaxGemvRows) {
     const DotRow dot_row = PickDotRow(w.dtype);
     if (!dot_row) return absl::InternalError(absl::StrCat("cpu matmul: ", DTypeName(w.dtype), " is not a weight format"));
-    // Quantized formats dot int8 codes: quantize the activations once, on this thread.
+    // Prepare the activations once, on this thread: int8 codes for the quantized formats, the
+    // even/odd split for bf16.
     thread_local std::vector<int8_t> x_codes;
-    thread_local std::vector<float> x_scales;
+    thread_local std::vector<float> x_scales, x_split;
     if (IsBlockQuantized(w.dtype)) {
       x_codes.resize(static_cast<size_t>(M * K));
       x_scales.resize(static_cast<size_t>(M * K / kQuantBlock));
       QuantizeActivations(x.ptr<float>(), x.stride, M, K, x_codes.data(), x_scales.data());
+    } else {
+      x_split.resize(static_cast<size_t>(M * K));
+      SplitEvenOdd(x.ptr<float>(), x.stride, M, K, x_split.data());
     }
-    const QuantizedRows xq{x_codes.data(), x_scales.data(), K};
+    const PreparedRows xq{x_codes.data(), x_scales.data(), x_split.data(), K};
     const size_t row_bytes = RowBytes(w.dtype, w.stride);
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < N; ++j) {
