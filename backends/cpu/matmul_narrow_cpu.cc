@@ -9,6 +9,7 @@
 //   same arithmetic otherwise.
 // Prefill (many rows) is bound by arithmetic: blocks of weight rows are widened to f32 into a
 // buffer and multiplied by oneDNN's f32 GEMM.
+#include <cpuid.h>
 #include <immintrin.h>
 #include <omp.h>
 
@@ -275,7 +276,10 @@ using DotRow = void (*)(const void* w_row, const float* x, int64_t x_stride, con
 
 bool HasAvx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  // F16C by cpuid: not every compiler's __builtin_cpu_supports knows it (clang 14 does not).
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 std::atomic<bool> portable_kernels{false};

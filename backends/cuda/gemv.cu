@@ -70,8 +70,11 @@ __device__ __forceinline__ void SumSlices(float (&acc)[M], int slices) {
 }
 
 // kGateUp: w2 is a second matrix of w's shape and y = silu(x · wᵀ) * (x · w2ᵀ), the SwiGLU
-// MLP's first half in one pass (bias unused).
-template <typename W, int M, bool kVec, bool kGateUp>
+// MLP's first half in one pass (bias unused). Each warp (or `slices` warps) computes R output rows:
+// an activation chunk loaded once serves R weight rows, which keeps the loads of many activation
+// rows (a verification pass) from saturating L1. A row's dot product is summed in the same order
+// whatever M and R are, so its result does not depend on how many rows the call has.
+template <typename W, int M, int R, bool kVec, bool kGateUp>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restrict__ x, int64_t xs, int m,
                                                           const W* __restrict__ w, const W* __restrict__ w2,
                                                           int64_t ws, int64_t n, int64_t k,
@@ -79,71 +82,95 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
                                                           int64_t ys, int slices) {
   constexpr int kMats = kGateUp ? 2 : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices) * R;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
-  float acc[kMats * M] = {};
-  if (row < n) {
-    const W* wr[2] = {w + row * ws, kGateUp ? w2 + row * ws : nullptr};
-    if constexpr (kVec) {
-#pragma unroll 4
-      for (int64_t c = start; c < k / 8; c += step) {
-        float wf[kMats][8];
+  float acc[R * kMats * M] = {};  // [(q * kMats + j) * M + r]: weight row q, matrix j, activation row r
+  if (row0 < n) {
+    const W* wr[R][kMats];
 #pragma unroll
-        for (int j = 0; j < kMats; ++j) Load8(wr[j] + c * 8, wf[j]);
+    for (int q = 0; q < R; ++q) {
+      const int64_t row = row0 + q < n ? row0 + q : n - 1;  // past the end: read row n-1, never written
+      wr[q][0] = w + row * ws;
+      if constexpr (kGateUp) wr[q][1] = w2 + row * ws;
+    }
+    if constexpr (kVec) {
+#pragma unroll 2
+      for (int64_t c = start; c < k / 8; c += step) {
+        float wf[R][kMats][8];
+#pragma unroll
+        for (int q = 0; q < R; ++q)
+#pragma unroll
+          for (int j = 0; j < kMats; ++j) Load8(wr[q][j] + c * 8, wf[q][j]);
 #pragma unroll
         for (int r = 0; r < M; ++r) {
           if (r < m) {
             float xf[8];
             Load8(x + r * xs + c * 8, xf);
 #pragma unroll
-            for (int j = 0; j < kMats; ++j)
+            for (int q = 0; q < R; ++q)
 #pragma unroll
-              for (int i = 0; i < 8; ++i) acc[j * M + r] = fmaf(wf[j][i], xf[i], acc[j * M + r]);
+              for (int j = 0; j < kMats; ++j)
+#pragma unroll
+                for (int i = 0; i < 8; ++i)
+                  acc[(q * kMats + j) * M + r] = fmaf(wf[q][j][i], xf[i], acc[(q * kMats + j) * M + r]);
           }
         }
       }
     } else {
       for (int64_t c = start; c < k; c += step) {
 #pragma unroll
-        for (int j = 0; j < kMats; ++j) {
-          const float wv = ToFloat(wr[j][c]);
+        for (int q = 0; q < R; ++q)
 #pragma unroll
-          for (int r = 0; r < M; ++r)
-            if (r < m) acc[j * M + r] = fmaf(wv, x[r * xs + c], acc[j * M + r]);
-        }
+          for (int j = 0; j < kMats; ++j) {
+            const float wv = ToFloat(wr[q][j][c]);
+#pragma unroll
+            for (int r = 0; r < M; ++r)
+              if (r < m) acc[(q * kMats + j) * M + r] = fmaf(wv, x[r * xs + c], acc[(q * kMats + j) * M + r]);
+          }
       }
     }
   }
-  SumSlices<kMats * M>(acc, slices);
-  if (row < n && warp % slices == 0 && lane == 0) {
+  SumSlices<R * kMats * M>(acc, slices);
+  if (warp % slices != 0 || lane != 0) return;
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int64_t row = row0 + q;
+    if (row >= n) break;
     const float b = bias ? bias[row] : 0.0f;
 #pragma unroll
     for (int r = 0; r < M; ++r) {
       if (r < m) {
         if constexpr (kGateUp) {
-          const float g = acc[r];
-          y[r * ys + row] = g / (1.0f + expf(-g)) * acc[M + r];
+          const float g = acc[q * kMats * M + r];
+          y[r * ys + row] = g / (1.0f + expf(-g)) * acc[(q * kMats + 1) * M + r];
         } else {
-          y[r * ys + row] = acc[r] + b;
+          y[r * ys + row] = acc[q * M + r] + b;
         }
       }
     }
   }
 }
 
+// Weight rows per warp: one for decode (M <= 4, where one activation chunk per weight chunk is
+// cheap), more as activation rows multiply the loads.
+template <int M, bool kGateUp>
+constexpr int RowsPerWarp() { return M <= 4 ? 1 : 2; }
+
 template <typename W, int M, bool kGateUp>
 cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* w2, int64_t ws, int64_t n, int64_t k,
                     const float* bias, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
+  constexpr int R = RowsPerWarp<M, kGateUp>();
+  // Slices from n alone (not M or R): part of what keeps a row's summation order fixed.
   const int slices = SlicesFor(n, sm_count);
-  const int64_t rows_per_block = kWarps / slices;
+  const int64_t rows_per_block = kWarps / slices * R;
   const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
   if (blocks > 2147483647) return cudaErrorInvalidValue;
   const bool vec = Vectorizable(w, ws, k) && Vectorizable(x, xs, k) && (!kGateUp || Vectorizable(w2, ws, k));
   if (vec) {
-    GemvKernel<W, M, true, kGateUp><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(
+    GemvKernel<W, M, R, true, kGateUp><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(
         x, xs, static_cast<int>(m), w, w2, ws, n, k, bias, y, ys, slices);
   } else {
-    GemvKernel<W, M, false, kGateUp><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(
+    GemvKernel<W, M, R, false, kGateUp><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(
         x, xs, static_cast<int>(m), w, w2, ws, n, k, bias, y, ys, slices);
   }
   return cudaGetLastError();
