@@ -13,20 +13,21 @@ namespace {
 
 struct Case {
   int64_t T, pos0, heads, kv_heads, dqk, dv;
-  int threads;
 };
 
+// Two threads, as the other tests (LLVM's OpenMP runtime keeps allocations of differently sized
+// thread teams past exit, which LeakSanitizer reports): with one query row and one or two kv heads
+// the keys still split into chunks, so the merge is exercised.
 TEST(CpuAttention, MatchesAnF64Reference) {
   const Case cases[] = {
-      {1, 0, 4, 4, 16, 16, 2},         {1, 2999, 12, 2, 128, 128, 2}, {3, 5000, 12, 2, 64, 64, 4},
-      {1, 700, 16, 1, 40, 32, 16},     {8, 1000, 4, 2, 17, 9, 3},     {40, 300, 4, 2, 32, 32, 2},
-      {2, 129, 3, 3, 8, 8, 16},        {16, 0, 2, 1, 8, 8, 2},
+      {1, 0, 4, 4, 16, 16},    {1, 2999, 12, 2, 128, 128}, {3, 5000, 12, 2, 64, 64}, {1, 700, 16, 1, 40, 32},
+      {8, 1000, 4, 2, 17, 9},  {40, 300, 4, 2, 32, 32},    {1, 129, 3, 1, 8, 8},     {16, 0, 2, 1, 8, 8},
   };
+  auto backend = MakeCpuBackend({.n_threads = 2});
+  ASSERT_TRUE(backend.ok());
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   for (const Case& c : cases) {
-    auto backend = MakeCpuBackend({.n_threads = c.threads});
-    ASSERT_TRUE(backend.ok());
     const int64_t S = c.pos0 + c.T;
     std::vector<float> q(c.T * c.heads * c.dqk), k(S * c.kv_heads * c.dqk), v(S * c.kv_heads * c.dv);
     for (auto* vec : {&q, &k, &v})
