@@ -1,4 +1,5 @@
 // Sampling: greedy is argmax; filters keep exactly the tokens they should; a seed fixes the run.
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
@@ -43,6 +44,30 @@ TEST(Sampler, TopPKeepsTheSmallestSetReachingP) {
   const auto h = Histogram({.temperature = 1.0f, .top_p = 0.7f, .seed = 2}, kLogits, 5000);
   EXPECT_EQ(h.size(), 2u);
   EXPECT_TRUE(h.count(0) && h.count(1));
+}
+
+// A nucleus of thousands of tokens (a flat distribution over a large vocabulary): the sampler
+// sorts only a growing prefix of the candidates, and must still reach the nucleus's last tokens
+// and never go past it. The nucleus is computed here from the definition, in f64.
+TEST(Sampler, TopPOverALargeVocabularyReachesTheWholeNucleus) {
+  const int n = 8000;
+  std::vector<float> logits(n);
+  for (int i = 0; i < n; ++i) logits[(i * 7919) % n] = -2.0f * i / n;  // rank i at a scattered id
+  std::vector<double> w(n);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += w[i] = std::exp(-2.0 * i / n);
+  int nucleus = 0;
+  for (double cumulative = 0; cumulative < 0.9 * sum;) cumulative += w[nucleus++];
+  ASSERT_GT(nucleus, 4096);  // past the first sorted prefixes
+  Sampler s({.temperature = 1.0f, .top_p = 0.9f, .seed = 11});
+  int deepest = 0;
+  for (int draw = 0; draw < 600; ++draw) {
+    const int32_t id = s.Sample(logits.data(), n);
+    const int r = static_cast<int>(std::lround(-logits[id] * n / 2.0));
+    ASSERT_LT(r, nucleus) << "sampled past the nucleus";
+    deepest = std::max(deepest, r);
+  }
+  EXPECT_GT(deepest, nucleus * 9 / 10);
 }
 
 TEST(Sampler, MinPDropsTheUnlikely) {

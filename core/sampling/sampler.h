@@ -38,6 +38,7 @@ class Sampler {
  private:
   double Uniform();  // [0, 1), the same on every platform for a seed
   int32_t SampleUnsorted(const float* logits, int64_t n);
+  size_t NucleusSize(const std::vector<double>& p, size_t n) const;
 
   SamplingParams params_;
   std::mt19937_64 rng_;
