@@ -50,19 +50,7 @@ Tensor Weights(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
   const std::vector<float> w = Random(rows * cols, seed, 0.02f);
   std::vector<char> stored(t.nbytes());
   const size_t row_bytes = RowBytes(dtype, cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = &w[r * cols];
-    char* dst = stored.data() + r * row_bytes;
-    switch (dtype) {
-      case DType::kF32: std::memcpy(dst, src, row_bytes); break;
-      case DType::kBF16:
-        for (int64_t i = 0; i < cols; ++i) reinterpret_cast<uint16_t*>(dst)[i] = F32ToBf16(src[i]);
-        break;
-      case DType::kQ8_0: QuantizeRowQ8_0(src, cols, reinterpret_cast<BlockQ8_0*>(dst)); break;
-      case DType::kQ4_0: QuantizeRowQ4_0(src, cols, reinterpret_cast<BlockQ4_0*>(dst)); break;
-      case DType::kI32: std::abort();
-    }
-  }
+  for (int64_t r = 0; r < rows; ++r) NarrowRow(dtype, &w[r * cols], cols, stored.data() + r * row_bytes);
   if (!Cpu().Upload(stored.data(), t).ok()) std::abort();
   return t;
 }

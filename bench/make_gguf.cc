@@ -54,16 +54,11 @@ std::string Encode(const std::vector<float>& v, int64_t cols, GgmlType type) {
       const uint16_t h = F32ToF16(x);
       out.append(reinterpret_cast<const char*>(&h), 2);
     }
-  } else {
-    const size_t row_bytes = cols / kQuantBlock * (type == kGgmlQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+  } else {  // our Q8_0 / Q4_0 rows are ggml's bytes
+    const DType dtype = type == kGgmlQ8_0 ? DType::kQ8_0 : DType::kQ4_0;
+    const size_t row_bytes = RowBytes(dtype, cols);
     out.resize(rows * row_bytes);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (type == kGgmlQ8_0) {
-        QuantizeRowQ8_0(&v[r * cols], cols, reinterpret_cast<BlockQ8_0*>(&out[r * row_bytes]));
-      } else {
-        QuantizeRowQ4_0(&v[r * cols], cols, reinterpret_cast<BlockQ4_0*>(&out[r * row_bytes]));
-      }
-    }
+    for (int64_t r = 0; r < rows; ++r) NarrowRow(dtype, &v[r * cols], cols, &out[r * row_bytes]);
   }
   return out;
 }

@@ -93,14 +93,14 @@ TEST(Q4_0, BlocksFollowTheDefinition) {
   }
 }
 
-// The activation rule of the int8 dot products: per block of 32, scale amax / 127, codes rounded
-// to nearest. Written here from the definition, in f64.
+// The activation rule of the int8 dot products (Q8_0's): per block of 32, scale d = amax / 127,
+// codes v * (1 / d) rounded to nearest. Written here from the definition.
 std::vector<double> QuantizedActivations(const float* x, int64_t k) {
   std::vector<double> out(k);
   for (int64_t b = 0; b < k / 32; ++b) {
     float amax = 0;
     for (int64_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
-    const float d = amax / 127.0f, inv = amax != 0 ? 127.0f / amax : 0.0f;
+    const float d = amax / 127.0f, inv = d != 0 ? 1.0f / d : 0.0f;
     for (int64_t i = 0; i < 32; ++i) out[b * 32 + i] = static_cast<double>(d) * std::nearbyint(x[b * 32 + i] * inv);
   }
   return out;
@@ -134,13 +134,7 @@ TEST_P(NarrowMatmul, MatchesAnF64Reference) {
         std::vector<float> w(N * K);
         for (int64_t n = 0; n < N; ++n) {
           char* row = stored.data() + n * RowBytes(dtype, K);
-          if (dtype == DType::kBF16) {
-            for (int64_t k = 0; k < K; ++k) reinterpret_cast<uint16_t*>(row)[k] = F32ToBf16(w_f32[n * K + k]);
-          } else if (dtype == DType::kQ8_0) {
-            QuantizeRowQ8_0(&w_f32[n * K], K, reinterpret_cast<BlockQ8_0*>(row));
-          } else {
-            QuantizeRowQ4_0(&w_f32[n * K], K, reinterpret_cast<BlockQ4_0*>(row));
-          }
+          NarrowRow(dtype, &w_f32[n * K], K, row);
           WidenRow(dtype, row, K, &w[n * K]);
         }
         auto tw = (*backend)->Alloc(dtype, N, K);
@@ -314,11 +308,7 @@ std::string DequantizedTwin(const std::string& fixture, DType dtype) {
     ConvertToF32(*type, t.bytes.data(), w.size(), w.data());
     std::vector<char> blocks(RowBytes(dtype, cols));
     for (int64_t r = 0; r < rows; ++r) {
-      if (dtype == DType::kQ8_0) {
-        QuantizeRowQ8_0(&w[r * cols], cols, reinterpret_cast<BlockQ8_0*>(blocks.data()));
-      } else {
-        QuantizeRowQ4_0(&w[r * cols], cols, reinterpret_cast<BlockQ4_0*>(blocks.data()));
-      }
+      NarrowRow(dtype, &w[r * cols], cols, blocks.data());
       WidenRow(dtype, blocks.data(), cols, &w[r * cols]);
     }
     t.dtype = "F32";

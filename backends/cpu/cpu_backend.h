@@ -56,9 +56,6 @@ class CpuBackend final : public Backend {
 // AVX2 ones with this.
 void UsePortableCpuKernels(bool portable);
 
-// One weight row (bf16, Q8_0, Q4_0 or f32) as n floats.
-void WidenRow(DType dtype, const void* row, int64_t n, float* out);
-
 // Runs the calling thread's OpenMP regions (ours and oneDNN's) on n threads, and restores the
 // caller's setting after: the host program's threads are not ours to reconfigure.
 class ScopedOmpThreads {

@@ -52,15 +52,8 @@ void SplitEvenOdd(const float* x, int64_t x_stride, int64_t rows, int64_t k, flo
 
 void QuantizeActivations(const float* x, int64_t x_stride, int64_t rows, int64_t k, int8_t* q, float* d) {
   for (int64_t m = 0; m < rows; ++m)
-    for (int64_t b = 0; b < k / kQuantBlock; ++b) {
-      const float* v = x + m * x_stride + b * kQuantBlock;
-      float amax = 0;
-      for (int64_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(v[i]));
-      const float scale = amax / 127.0f, inv = amax != 0 ? 127.0f / amax : 0.0f;
-      d[m * (k / kQuantBlock) + b] = scale;
-      for (int64_t i = 0; i < kQuantBlock; ++i)
-        q[m * k + b * kQuantBlock + i] = static_cast<int8_t>(std::nearbyint(v[i] * inv));
-    }
+    for (int64_t b = 0; b < k / kQuantBlock; ++b)
+      d[m * (k / kQuantBlock) + b] = QuantizeBlockInt8(x + m * x_stride + b * kQuantBlock, q + m * k + b * kQuantBlock);
 }
 
 // --- portable kernels: out[m] = w_row · x[m] for m < rows ------------------------------------
@@ -298,17 +291,6 @@ DotRow PickDotRow(DType dtype) {
 }  // namespace
 
 void UsePortableCpuKernels(bool portable) { portable_kernels = portable; }
-
-void WidenRow(DType dtype, const void* row, int64_t n, float* out) {
-  switch (dtype) {
-    case DType::kF32: std::memcpy(out, row, static_cast<size_t>(n) * sizeof(float)); return;
-    case DType::kBF16: ConvertToF32(StorageType::kBF16, row, static_cast<size_t>(n), out); return;
-    case DType::kQ8_0: DequantizeRowQ8_0(static_cast<const BlockQ8_0*>(row), n, out); return;
-    case DType::kQ4_0: DequantizeRowQ4_0(static_cast<const BlockQ4_0*>(row), n, out); return;
-    case DType::kI32: break;
-  }
-  std::fill(out, out + n, std::nanf(""));  // not a weight format: make the mistake visible
-}
 
 absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const int64_t M = x.rows, N = w.rows, K = w.cols;

@@ -135,7 +135,7 @@ static int64_t AttentionChunk(const AttentionArgs& a) {
   return chunk;
 }
 
-int64_t AttentionSplits(const AttentionArgs& a, int /*sm_count*/) {
+int64_t AttentionSplits(const AttentionArgs& a) {
   const int64_t chunk = AttentionChunk(a);
   return std::max<int64_t>(1, (a.pos0 + a.T + chunk - 1) / chunk);
 }

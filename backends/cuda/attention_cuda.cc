@@ -21,7 +21,7 @@ absl::Status CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tens
                         .v = v.ptr<float>(), .v_stride = v.stride, .out = out.ptr<float>(), .out_stride = out.stride,
                         .T = q.rows, .n_heads = s.n_heads, .n_kv_heads = s.n_kv_heads, .head_dim_qk = s.head_dim_qk,
                         .head_dim_v = s.head_dim_v, .pos0 = s.pos0, .scale = s.scale};
-  const int64_t splits = AttentionSplits(a, sm_count_);
+  const int64_t splits = AttentionSplits(a);
   DS_ASSIGN_OR_RETURN(Tensor partials, Alloc(DType::kF32, 1, AttentionSplitScratch(a, splits)));
   return Check(LaunchAttentionSplit(a, splits, partials.ptr<float>(), stream_), "attention");
 }

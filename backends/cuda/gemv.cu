@@ -153,13 +153,13 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
 
 // Weight rows per warp: one for decode (M <= 4, where one activation chunk per weight chunk is
 // cheap), more as activation rows multiply the loads.
-template <int M, bool kGateUp>
+template <int M>
 constexpr int RowsPerWarp() { return M <= 4 ? 1 : 2; }
 
 template <typename W, int M, bool kGateUp>
 cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* w2, int64_t ws, int64_t n, int64_t k,
                     const float* bias, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
-  constexpr int R = RowsPerWarp<M, kGateUp>();
+  constexpr int R = RowsPerWarp<M>();
   // Slices from n alone (not M or R): part of what keeps a row's summation order fixed.
   const int slices = SlicesFor(n, sm_count);
   const int64_t rows_per_block = kWarps / slices * R;

@@ -98,7 +98,7 @@ struct AttentionArgs {
   int64_t T, n_heads, n_kv_heads, head_dim_qk, head_dim_v, pos0;
   float scale;
 };
-int64_t AttentionSplits(const AttentionArgs& a, int sm_count);
+int64_t AttentionSplits(const AttentionArgs& a);
 int64_t AttentionSplitScratch(const AttentionArgs& a, int64_t splits);
 cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream);
 

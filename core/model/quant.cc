@@ -27,16 +27,17 @@ uint16_t F32ToF16(float f) {
   return static_cast<uint16_t>(sign | (rounded >> 13));
 }
 
+float QuantizeBlockInt8(const float* v, int8_t* q) {
+  float amax = 0;
+  for (int64_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(v[i]));
+  const float d = amax / 127.0f;
+  const float inv = d != 0 ? 1.0f / d : 0.0f;
+  for (int64_t i = 0; i < kQuantBlock; ++i) q[i] = static_cast<int8_t>(std::nearbyint(v[i] * inv));
+  return d;
+}
+
 void QuantizeRowQ8_0(const float* x, int64_t n, BlockQ8_0* out) {
-  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
-    const float* v = x + b * kQuantBlock;
-    float amax = 0;
-    for (int64_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(v[i]));
-    const float d = amax / 127.0f;
-    const float inv = d != 0 ? 1.0f / d : 0.0f;
-    out[b].d = F32ToF16(d);
-    for (int64_t i = 0; i < kQuantBlock; ++i) out[b].q[i] = static_cast<int8_t>(std::nearbyint(v[i] * inv));
-  }
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) out[b].d = F32ToF16(QuantizeBlockInt8(x + b * kQuantBlock, out[b].q));
 }
 
 void QuantizeRowQ4_0(const float* x, int64_t n, BlockQ4_0* out) {
@@ -73,6 +74,30 @@ void DequantizeRowQ4_0(const BlockQ4_0* blocks, int64_t n, float* out) {
       out[b * kQuantBlock + i + kHalf] = d * ((blocks[b].q[i] >> 4) - 8);
     }
   }
+}
+
+void NarrowRow(DType dtype, const float* row, int64_t n, void* out) {
+  switch (dtype) {
+    case DType::kF32: std::memcpy(out, row, static_cast<size_t>(n) * sizeof(float)); return;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(out)[i] = F32ToBf16(row[i]);
+      return;
+    case DType::kQ8_0: QuantizeRowQ8_0(row, n, static_cast<BlockQ8_0*>(out)); return;
+    case DType::kQ4_0: QuantizeRowQ4_0(row, n, static_cast<BlockQ4_0*>(out)); return;
+    case DType::kI32: break;
+  }
+  std::memset(out, 0xff, RowBytes(dtype, n));  // not a weight format: make the mistake visible
+}
+
+void WidenRow(DType dtype, const void* row, int64_t n, float* out) {
+  switch (dtype) {
+    case DType::kF32: std::memcpy(out, row, static_cast<size_t>(n) * sizeof(float)); return;
+    case DType::kBF16: ConvertToF32(StorageType::kBF16, row, static_cast<size_t>(n), out); return;
+    case DType::kQ8_0: DequantizeRowQ8_0(static_cast<const BlockQ8_0*>(row), n, out); return;
+    case DType::kQ4_0: DequantizeRowQ4_0(static_cast<const BlockQ4_0*>(row), n, out); return;
+    case DType::kI32: break;
+  }
+  std::fill(out, out + n, std::nanf(""));  // not a weight format: make the mistake visible
 }
 
 }  // namespace ds

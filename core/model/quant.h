@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backends/backend.h"
+
 namespace ds {
 
 constexpr int64_t kQuantBlock = 32;
@@ -31,9 +33,18 @@ uint16_t F32ToF16(float f);  // round to nearest even, saturating to ±inf as IE
 // n (a multiple of kQuantBlock) floats into n / kQuantBlock blocks. Each block's scale maps its
 // largest magnitude onto the largest code: 127 for Q8_0; -8 for Q4_0, with the sign of the
 // value of largest magnitude (ggml's rule: the extreme lands exactly on a code).
+// 32 values as int8 codes: returns the scale d = amax / 127, codes round(v / d). Q8_0 weights and
+// the activations of the int8 dot products both use it.
+float QuantizeBlockInt8(const float* v, int8_t* q);
+
 void QuantizeRowQ8_0(const float* x, int64_t n, BlockQ8_0* out);
 void QuantizeRowQ4_0(const float* x, int64_t n, BlockQ4_0* out);
 void DequantizeRowQ8_0(const BlockQ8_0* blocks, int64_t n, float* out);
 void DequantizeRowQ4_0(const BlockQ4_0* blocks, int64_t n, float* out);
+
+// One row of n floats stored as a weight format (f32, bf16, Q8_0, Q4_0: RowBytes(dtype, n) bytes
+// at out), and such a row read back as floats.
+void NarrowRow(DType dtype, const float* row, int64_t n, void* out);
+void WidenRow(DType dtype, const void* row, int64_t n, float* out);
 
 }  // namespace ds

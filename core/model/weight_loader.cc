@@ -66,22 +66,11 @@ absl::StatusOr<Tensor> WeightLoader::Upload(const std::vector<float>& host, int6
   // Rows that are not whole blocks of 32 cannot be block-quantized: such a matrix is kept in bf16.
   if (IsBlockQuantized(dtype) && cols % kQuantBlock != 0) dtype = DType::kBF16;
   DS_ASSIGN_OR_RETURN(Tensor t, backend_.Alloc(dtype, rows, cols));
-  if (dtype == DType::kBF16) {
-    std::vector<uint16_t> bf16(host.size());
-    for (size_t i = 0; i < host.size(); ++i) bf16[i] = F32ToBf16(host[i]);
-    DS_RETURN_IF_ERROR(backend_.Upload(bf16.data(), t));
-  } else if (IsBlockQuantized(dtype)) {
-    std::vector<char> blocks(t.nbytes());
+  if (dtype != DType::kF32) {
+    std::vector<char> stored(t.nbytes());
     const size_t row_bytes = RowBytes(dtype, cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      char* out = blocks.data() + r * row_bytes;
-      if (dtype == DType::kQ8_0) {
-        QuantizeRowQ8_0(host.data() + r * cols, cols, reinterpret_cast<BlockQ8_0*>(out));
-      } else {
-        QuantizeRowQ4_0(host.data() + r * cols, cols, reinterpret_cast<BlockQ4_0*>(out));
-      }
-    }
-    DS_RETURN_IF_ERROR(backend_.Upload(blocks.data(), t));
+    for (int64_t r = 0; r < rows; ++r) NarrowRow(dtype, host.data() + r * cols, cols, stored.data() + r * row_bytes);
+    DS_RETURN_IF_ERROR(backend_.Upload(stored.data(), t));
   } else {
     DS_RETURN_IF_ERROR(backend_.Upload(host.data(), t));
   }

@@ -133,13 +133,9 @@ void Sampler::Probabilities(const float* logits, int64_t n, std::vector<float>& 
   double sum = 0;
   for (size_t i = 0; i < keep; ++i) sum += w[i] = std::exp((candidates_[i].first - candidates_[0].first) / params_.temperature);
   if (params_.top_p < 1.0f) {
-    double cumulative = 0;
-    size_t n_keep = 0;
-    while (n_keep < keep) {
-      cumulative += w[n_keep++] / sum;
-      if (cumulative >= params_.top_p) break;
-    }
-    keep = n_keep;
+    std::vector<double> normalized(keep);
+    for (size_t i = 0; i < keep; ++i) normalized[i] = w[i] / sum;
+    keep = NucleusSize(normalized, keep);
   }
   if (params_.min_p > 0.0f) {
     size_t n_keep = 1;
