@@ -1,5 +1,6 @@
 #include "backends/backend.h"
 
+#include "absl/strings/str_cat.h"
 #include "core/model/quant.h"
 
 namespace ds {
@@ -45,6 +46,29 @@ absl::Status Backend::AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor&
                                  const Tensor& normed) {
   if (absl::Status s = Add(a, b, sum); !s.ok()) return s;
   return RmsNorm(sum, weight, eps, normed);
+}
+
+absl::Status Backend::WriteRows(const Tensor& src, const Tensor& dst, const Position& at) {
+  return Copy(src, dst.Rows(at.pos0, src.rows));
+}
+
+absl::Status Backend::Argmax(const Tensor& x, const Tensor& ids) {
+  std::vector<float> row(static_cast<size_t>(x.cols));
+  std::vector<int32_t> best(static_cast<size_t>(x.rows), 0);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    if (absl::Status s = Download(x.Rows(r, 1), row.data()); !s.ok()) return s;
+    for (int64_t i = 1; i < x.cols; ++i)
+      if (row[i] > row[best[r]]) best[r] = static_cast<int32_t>(i);
+  }
+  return Upload(best.data(), ids);
+}
+
+absl::Status Backend::BeginRecording() {
+  return absl::UnimplementedError(absl::StrCat(name(), ": this backend cannot record passes"));
+}
+
+absl::StatusOr<std::unique_ptr<Backend::Recording>> Backend::EndRecording() {
+  return absl::UnimplementedError(absl::StrCat(name(), ": this backend cannot record passes"));
 }
 
 Tensor Tensor::Rows(int64_t begin, int64_t n) const {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,6 +50,15 @@ struct RopeTable {
   float attention_factor = 1.0f;
 };
 
+// Where a pass's rows sit in the sequence: row t is at position pos0 + t. `device`, when valid, is
+// a [1, 1] i32 tensor on the backend that holds pos0 when the pass runs: a recorded pass (see
+// Recording) reads its position from there, so one recording serves every position.
+struct Position {
+  Position(int64_t pos0_ = 0, Tensor device_ = {}) : pos0(pos0_), device(std::move(device_)) {}  // NOLINT: implicit
+  int64_t pos0;
+  Tensor device;
+};
+
 enum class RopeLayout {
   kHalf,        // pairs (x[i], x[i + d/2]): Llama, Qwen2 (rotate_half)
   kInterleaved  // pairs (x[2i], x[2i+1]): DeepSeek-V3 (transformers' rope_interleave)
@@ -60,7 +70,7 @@ struct AttentionShape {
   int64_t head_dim_qk = 0;
   int64_t head_dim_v = 0;
   float scale = 1.0f;
-  int64_t pos0 = 0;        // position of query row 0; row t attends to key rows 0..pos0+t
+  Position position;  // of query row 0; row t attends to key rows 0..pos0+t (k and v may hold more)
 };
 
 struct MoeRouting {
@@ -107,10 +117,12 @@ class Backend {
   // y[i] = table[ids[i]]: ids [1, n] i32, y [n, cols] (table f32 or bf16)
   virtual absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) = 0;
   virtual absl::Status Copy(const Tensor& src, const Tensor& dst) = 0;
+  // dst's rows pos0 .. pos0 + src.rows - 1 = src (a pass's rows into the KV cache).
+  virtual absl::Status WriteRows(const Tensor& src, const Tensor& dst, const Position& at);
   // Rotates, in place, rot_dim values of each of n_heads heads that start head_stride apart in
   // every row of x; row t is at position pos0 + t.
   virtual absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
-                            const RopeTable& table, RopeLayout layout, int64_t pos0) = 0;
+                            const RopeTable& table, RopeLayout layout, const Position& at) = 0;
   // Causal softmax attention. q [T, n_heads * head_dim_qk], k [S, n_kv_heads * head_dim_qk],
   // v [S, n_kv_heads * head_dim_v], out [T, n_heads * head_dim_v], S >= pos0 + T.
   virtual absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -123,6 +135,26 @@ class Backend {
   // out[t] = sum_j weights[t, j] * expert[ids[t, j]](x[t]); out [T, hidden] is overwritten.
   virtual absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                            const std::vector<MlpWeights>& experts, const Tensor& out) = 0;
+  // ids [1, x.rows] i32: per row of x [rows, cols], the index of its largest value, the first on
+  // ties, NaN never chosen past index 0 (as core/sampling's Argmax): greedy decoding's choice
+  // without the logits leaving the backend.
+  virtual absl::Status Argmax(const Tensor& x, const Tensor& ids);
+
+  // Recording (CUDA graphs). Between BeginRecording and EndRecording the ops that the calling
+  // thread issues are recorded instead of run, and the recording replays them, in the order of
+  // the backend's other work, as often as wanted: a decode step's hundreds of launches become
+  // one. Tensors allocated while recording belong to the recording (a replay writes them), so
+  // they outlive their handles until the recording is destroyed. A pass that reads its position
+  // from Position::device replays at any position. Other threads' ops run as usual meanwhile.
+  class Recording {
+   public:
+    virtual ~Recording() = default;
+    virtual absl::Status Replay() = 0;
+  };
+  virtual bool CanRecord() const { return false; }
+  virtual absl::Status BeginRecording();
+  // Ends what BeginRecording began, whether or not the ops in between succeeded.
+  virtual absl::StatusOr<std::unique_ptr<Recording>> EndRecording();
 };
 
 struct BackendOptions {

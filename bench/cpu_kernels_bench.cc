@@ -104,7 +104,7 @@ void BM_AttentionDecode(benchmark::State& state) {
                v = Activations(context, kv_heads * dim, 3);
   const Tensor out = Must(Cpu().Alloc(DType::kF32, 1, heads * dim));
   AttentionShape shape{.n_heads = heads, .n_kv_heads = kv_heads, .head_dim_qk = dim, .head_dim_v = dim,
-                       .scale = 0.088f, .pos0 = context - 1};
+                       .scale = 0.088f, .position = context - 1};
   for (auto _ : state)
     if (!Cpu().Attention(q, k, v, shape, out).ok()) state.SkipWithError("attention failed");
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * (k.nbytes() + v.nbytes())));

@@ -38,6 +38,7 @@ absl::Status KvCache::Reserve(int64_t n_tokens, int64_t n_keep) {
   }
   tensors_ = std::move(grown);
   capacity_ = new_capacity;
+  ++generation_;
   return absl::OkStatus();
 }
 

@@ -19,9 +19,12 @@ class KvCache {
   // Makes room for n_tokens rows, keeping the first n_keep.
   absl::Status Reserve(int64_t n_tokens, int64_t n_keep);
 
-  // The first n rows of tensor `index` of `layer`.
-  Tensor Rows(int64_t layer, int index, int64_t n) const { return tensors_[layer][index].Rows(0, n); }
+  // Tensor `index` of `layer`: capacity() rows, of which the session's tokens' are the first.
+  const Tensor& Layer(int64_t layer, int index) const { return tensors_[layer][index]; }
   int64_t capacity() const { return capacity_; }
+  // Changes whenever the cache moves to new storage (growth): a recorded pass that addressed
+  // the old storage must be recorded again.
+  uint64_t generation() const { return generation_; }
   int64_t max_tokens() const { return max_tokens_; }
   // Bytes per token over all layers.
   int64_t bytes_per_token() const;
@@ -32,6 +35,7 @@ class KvCache {
   std::vector<int64_t> widths_;
   int64_t max_tokens_;
   int64_t capacity_ = 0;
+  uint64_t generation_ = 0;
   std::vector<std::vector<Tensor>> tensors_;
 };
 

@@ -1,6 +1,7 @@
 #include "core/session.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "core/arch/ops.h"
@@ -49,6 +50,7 @@ Session::Session(std::shared_ptr<const Engine> engine, const SessionOptions& opt
       options_(options),
       n_ctx_(n_ctx),
       cache_(engine_->backend(), engine_->model().n_layers(), engine_->model().CacheWidths(), n_ctx),
+      recorded_(engine_->backend(), engine_->model()),
       sampler_(options.sampling) {}
 
 absl::Status Session::Forward(absl::Span<const int32_t> ids, bool keep_all_logits) {
@@ -56,15 +58,28 @@ absl::Status Session::Forward(absl::Span<const int32_t> ids, bool keep_all_logit
   const int64_t n = static_cast<int64_t>(ids.size()), pos0 = n_tokens();
   const int64_t V = n_vocab(), H = engine_->config().hidden_size;
   DS_RETURN_IF_ERROR(cache_.Reserve(pos0 + n, pos0));
-  Ops ops(engine_->backend());
-  Tensor hidden = model.Forward(ops, ops.Tokens(ids.data(), n), cache_, pos0);
-  Tensor logits = model.LmHead(ops, keep_all_logits || !ops.ok() ? hidden : hidden.Rows(n - 1, 1));
-  DS_RETURN_IF_ERROR(ops.status());
+  Tensor hidden, logits, argmax;
+  if (recorded_.Takes(n)) {
+    DS_ASSIGN_OR_RETURN(RecordedPasses::Output out, recorded_.Run(ids, pos0, cache_, keep_all_logits));
+    hidden = out.hidden;
+    logits = out.logits;
+    argmax = out.argmax;
+  } else {
+    Ops ops(engine_->backend());
+    hidden = model.Forward(ops, ops.Tokens(ids.data(), n), cache_, pos0);
+    logits = model.LmHead(ops, keep_all_logits || !ops.ok() ? hidden : hidden.Rows(n - 1, 1));
+    DS_RETURN_IF_ERROR(ops.status());
+  }
   const size_t hidden_at = hidden_.size(), logits_at = logits_.size();
   hidden_.resize(hidden_at + static_cast<size_t>(n * H));
   logits_.resize(logits_at + static_cast<size_t>(logits.rows * V));
   DS_RETURN_IF_ERROR(engine_->backend().Download(hidden, hidden_.data() + hidden_at));
-  DS_RETURN_IF_ERROR(engine_->backend().Download(logits, logits_.data() + logits_at));
+  if (argmax.valid() && logits_at == 0) {  // one row, left on the backend until read
+    DS_RETURN_IF_ERROR(engine_->backend().Download(argmax, &argmax_));
+    logits_on_backend_ = logits;
+  } else {
+    DS_RETURN_IF_ERROR(engine_->backend().Download(logits, logits_.data() + logits_at));
+  }
   tokens_.insert(tokens_.end(), ids.begin(), ids.end());
   ++version_;
   if (observer_) observer_(pos0, hidden_.data() + hidden_at, n);
@@ -78,7 +93,22 @@ absl::Status Session::Append(absl::Span<const int32_t> ids) {
 
 absl::Status Session::Score(absl::Span<const int32_t> ids) { return AppendImpl(ids, /*keep_all_logits=*/true); }
 
+void Session::FetchLogits() const {
+  if (!logits_on_backend_.valid()) return;
+  if (!engine_->backend().Download(logits_on_backend_, logits_.data()).ok())
+    std::fill(logits_.begin(), logits_.end(), std::numeric_limits<float>::quiet_NaN());
+  logits_on_backend_ = Tensor{};
+}
+
+void Session::ClearLogits() {
+  logits_.clear();
+  logits_on_backend_ = Tensor{};
+  argmax_ = -1;
+}
+
 void Session::Commit(int64_t n_tokens, int64_t row) {
+  FetchLogits();
+  argmax_ = -1;
   ++version_;
   const size_t V = static_cast<size_t>(n_vocab()), H = static_cast<size_t>(engine_->config().hidden_size);
   tokens_.resize(static_cast<size_t>(n_tokens));
@@ -90,7 +120,7 @@ void Session::Commit(int64_t n_tokens, int64_t row) {
 void Session::Rollback(int64_t n_tokens) {
   ++version_;
   tokens_.resize(static_cast<size_t>(std::min<int64_t>(n_tokens, this->n_tokens())));
-  logits_.clear();
+  ClearLogits();
   hidden_.clear();
 }
 
@@ -107,17 +137,21 @@ absl::Status Session::AppendImpl(absl::Span<const int32_t> ids, bool keep_all_lo
   // Run in chunks; on failure, roll back to where we started.
   const int64_t start = n_tokens();
   std::vector<float> old_logits = std::move(logits_), old_hidden = std::move(hidden_);
-  logits_.clear();
+  Tensor old_logits_on_backend = std::move(logits_on_backend_);
+  const int32_t old_argmax = argmax_;
+  ClearLogits();
   hidden_.clear();
   for (size_t at = 0; at < ids.size(); at += kPrefillChunk) {
     const size_t n = std::min<size_t>(kPrefillChunk, ids.size() - at);
     const bool last_chunk = at + n == ids.size();
     absl::Status s = at > 0 && cancel_requested() ? absl::CancelledError("cancelled during prefill")
                                                   : Forward(ids.subspan(at, n), keep_all_logits);
-    if (s.ok() && !keep_all_logits && !last_chunk) logits_.clear();  // only the final row matters
+    if (s.ok() && !keep_all_logits && !last_chunk) ClearLogits();  // only the final row matters
     if (!s.ok()) {
       tokens_.resize(static_cast<size_t>(start));
       logits_ = std::move(old_logits);
+      logits_on_backend_ = std::move(old_logits_on_backend);
+      argmax_ = old_argmax;
       hidden_ = std::move(old_hidden);
       return s;
     }
@@ -136,7 +170,7 @@ absl::StatusOr<int32_t> Session::NextToken() {
     return token;
   }
   if (!has_logits()) return absl::FailedPreconditionError("no logits yet: append a prompt first");
-  const int32_t token = sampler_.Sample(logits(), n_vocab());
+  const int32_t token = sampler_.greedy() && argmax_ >= 0 ? argmax_ : sampler_.Sample(logits(), n_vocab());
   DS_RETURN_IF_ERROR(Append({&token, 1}));
   return token;
 }
@@ -153,7 +187,7 @@ absl::Status Session::Truncate(int64_t n) {
   // Drop the tail, then re-run token n-1 so the logits belong to the last kept token.
   const int32_t last = tokens_[static_cast<size_t>(n - 1)];
   tokens_.resize(static_cast<size_t>(n - 1));
-  logits_.clear();
+  ClearLogits();
   hidden_.clear();
   return Append({&last, 1});
 }
@@ -169,7 +203,7 @@ void Session::Reset() {
   ahead_.clear();
   ++version_;
   tokens_.clear();
-  logits_.clear();
+  ClearLogits();
   hidden_.clear();
 }
 

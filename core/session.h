@@ -12,6 +12,7 @@
 #include "absl/types/span.h"
 #include "core/engine.h"
 #include "core/kv_cache.h"
+#include "core/recorded_passes.h"
 #include "core/sampling/sampler.h"
 
 namespace ds {
@@ -78,12 +79,20 @@ class Session {
   int64_t n_vocab() const { return engine_->config().vocab_size; }
   bool has_logits() const { return !logits_.empty(); }
   // Logits of the last appended token.
-  const float* logits() const { return logits_.data() + logits_.size() - n_vocab(); }
+  const float* logits() const {
+    FetchLogits();
+    return logits_.data() + logits_.size() - n_vocab();
+  }
   // With logits_all, every position of the last Append: [rows, vocab].
-  const std::vector<float>& all_logits() const { return logits_; }
+  const std::vector<float>& all_logits() const {
+    FetchLogits();
+    return logits_;
+  }
   // Final hidden states (after the model's last norm) of the last Append: [rows, hidden].
   const std::vector<float>& hidden() const { return hidden_; }
   const Engine& engine() const { return *engine_; }
+  // Decode steps and verification passes recorded and replayed (CUDA graphs).
+  const RecordedPasses& recorded_passes() const { return recorded_; }
   const std::vector<int32_t>& tokens() const { return tokens_; }
 
  private:
@@ -91,14 +100,22 @@ class Session {
   // One forward pass over ids at the current position; appends logits/hidden rows.
   absl::Status Forward(absl::Span<const int32_t> ids, bool keep_all_logits);
   absl::Status AppendImpl(absl::Span<const int32_t> ids, bool keep_all_logits);
+  // A replayed pass leaves its logits on the backend, with their argmax computed there: greedy
+  // decoding needs no more, so the vocabulary's worth of floats crosses to the host only when
+  // something reads them. On a failed download they read as NaN.
+  void FetchLogits() const;
+  void ClearLogits();
 
   std::shared_ptr<const Engine> engine_;
   SessionOptions options_;
   int64_t n_ctx_;
   KvCache cache_;
+  RecordedPasses recorded_;
   Sampler sampler_;
   std::vector<int32_t> tokens_;
-  std::vector<float> logits_;
+  mutable std::vector<float> logits_;  // sized; filled from logits_on_backend_ when that is valid
+  mutable Tensor logits_on_backend_;
+  int32_t argmax_ = -1;  // of the last logits row, where the backend computed it, else -1
   std::vector<float> hidden_;
   std::atomic<bool> cancel_{false};
   uint64_t version_ = 0;

@@ -41,7 +41,7 @@ TEST(CpuAttention, MatchesAnF64Reference) {
                 (*backend)->Upload(v.data(), *tv).ok());
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.dqk));
     const AttentionShape shape{.n_heads = c.heads, .n_kv_heads = c.kv_heads, .head_dim_qk = c.dqk,
-                               .head_dim_v = c.dv, .scale = scale, .pos0 = c.pos0};
+                               .head_dim_v = c.dv, .scale = scale, .position = c.pos0};
     ASSERT_TRUE((*backend)->Attention(*tq, *tk, *tv, shape, *to).ok());
     std::vector<float> out(c.T * c.heads * c.dv);
     ASSERT_TRUE((*backend)->Download(*to, out.data()).ok());

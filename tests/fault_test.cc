@@ -72,8 +72,8 @@ class FailingBackend final : public Backend {
   }
   absl::Status Copy(const Tensor& src, const Tensor& dst) override { return inner_->Copy(src, dst); }
   absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim, const RopeTable& table,
-                    RopeLayout layout, int64_t pos0) override {
-    return inner_->Rope(x, n_heads, head_stride, rot_dim, table, layout, pos0);
+                    RopeLayout layout, const Position& at) override {
+    return inner_->Rope(x, n_heads, head_stride, rot_dim, table, layout, at);
   }
   absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
                          const Tensor& out) override {

@@ -3,6 +3,8 @@
 // decoding go through the public C ABI; final hidden states and the MTP layer through the C++
 // engine they expose. Where no CUDA device is present the CUDA cases skip, saying so.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <ostream>
@@ -215,6 +217,78 @@ TEST_P(GoldenEngine, FinalHiddenAndMtpLogitsMatchTransformers) {
     ExpectClose(got.data() + i * V, mtp_logits.f32.data() + i * V, V, absl::StrCat("mtp position ", i));
   }
 }
+
+// Recorded passes (CUDA graphs) replay the same kernels with the tokens and the position read
+// from the device: a session that records must compute, bit for bit, what one on an engine
+// that does not (DS_CUDA_GRAPHS=0) computes, across replays at new positions, passes of
+// several rows, the cache moving to larger storage (past 256 tokens), and a truncation.
+class Recording : public ::testing::TestWithParam<FixtureAndTarget> {
+ protected:
+  void SetUp() override { DS_SKIP_IF_NO_DEVICE(target_); }
+  std::shared_ptr<Engine> Open(bool graphs) {
+    if (!graphs) setenv("DS_CUDA_GRAPHS", "0", 1);
+    auto engine = Engine::Open(FixturePath(fixture_),
+                               {.backend = BackendKind::kCuda,
+                                .compute = target_.compute == DS_COMPUTE_BF16 ? ComputeType::kBF16 : ComputeType::kF32});
+    unsetenv("DS_CUDA_GRAPHS");
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return engine.ok() ? *engine : nullptr;
+  }
+  const std::string fixture_ = std::get<0>(GetParam());
+  const Target target_ = std::get<1>(GetParam());
+};
+
+TEST_P(Recording, RecordedPassesComputeWhatPlainPassesDo) {
+  std::shared_ptr<Engine> plain_engine = Open(false), recorded_engine = Open(true);
+  ASSERT_TRUE(plain_engine && recorded_engine);
+  ASSERT_FALSE(plain_engine->backend().CanRecord());
+  ASSERT_TRUE(recorded_engine->backend().CanRecord());
+  auto plain = Session::Create(plain_engine, SessionOptions{});
+  auto recorded = Session::Create(recorded_engine, SessionOptions{});
+  ASSERT_TRUE(plain.ok() && recorded.ok());
+  const RefTensor ids = LoadReference(fixture_, "input_ids");
+  std::vector<int32_t> tokens(ids.i64.begin(), ids.i64.end());
+  const int64_t V = plain_engine->config().vocab_size;
+
+  // Feeds both sessions the same tokens (the plain one's greedy choice, in passes of 1 or 3)
+  // and compares every pass's logits and hidden states.
+  auto step = [&](int64_t n, const std::string& what) {
+    std::vector<int32_t> next;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* logits = (*plain)->logits();
+      next.push_back(static_cast<int32_t>(std::max_element(logits, logits + V) - logits + i) % V);
+    }
+    ASSERT_TRUE((*plain)->Append(next).ok());
+    ASSERT_TRUE((*recorded)->Append(next).ok());
+    ASSERT_EQ((*plain)->hidden(), (*recorded)->hidden()) << what;
+    ASSERT_EQ(0, std::memcmp((*plain)->logits(), (*recorded)->logits(), static_cast<size_t>(V) * sizeof(float)))
+        << what;
+  };
+  ASSERT_TRUE((*plain)->Append(tokens).ok());
+  ASSERT_TRUE((*recorded)->Append(tokens).ok());
+  int64_t n_passes = 0;
+  while ((*plain)->n_tokens() < 300) {
+    step((*plain)->n_tokens() % 5 == 0 ? 3 : 1, absl::StrCat("at ", (*plain)->n_tokens()));
+    if (HasFatalFailure()) return;
+    ++n_passes;
+  }
+  ASSERT_TRUE((*plain)->Truncate(200).ok());  // runs token 199 again: one pass
+  ASSERT_TRUE((*recorded)->Truncate(200).ok());
+  ++n_passes;
+  for (int i = 0; i < 10 && !HasFatalFailure(); ++i, ++n_passes) step(1, absl::StrCat("after truncation, at ", 200 + i));
+
+  // Passes of 1 and 3 rows, each recorded in the 256- and again in the 512-token cache, after
+  // running plainly once; every other pass is a replay.
+  const RecordedPasses& passes = (*recorded)->recorded_passes();
+  EXPECT_EQ(passes.n_recorded(), 4);
+  EXPECT_EQ(passes.n_replayed(), n_passes - 4);
+  EXPECT_EQ((*plain)->recorded_passes().n_replayed(), 0);
+}
+
+constexpr Target kCudaTargets[] = {kTargets[1], kTargets[2]};
+INSTANTIATE_TEST_SUITE_P(Fixtures, Recording,
+                         ::testing::Combine(::testing::ValuesIn(ListModelFixtures()), ::testing::ValuesIn(kCudaTargets)),
+                         FixtureAndTargetName);
 
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Golden,

@@ -81,7 +81,7 @@ absl::Status CpuBackend::Attention(const Tensor& q, const Tensor& k, const Tenso
                                    const AttentionShape& s, const Tensor& out) {
   static const VectorKernels kernels = PickKernels();
   const int64_t T = q.rows, group = s.n_heads / s.n_kv_heads, dv = s.head_dim_v;
-  const int64_t max_keys = s.pos0 + T;
+  const int64_t pos0 = s.position.pos0, max_keys = pos0 + T;
   // Keys per chunk: all of them when there are rows enough to keep the threads busy; otherwise
   // enough chunks for ~2 per thread, but not below 128 keys, and with the partial results
   // (T x heads x chunks x (dv + 2) floats) under ~16 MB.
@@ -107,7 +107,7 @@ absl::Status CpuBackend::Attention(const Tensor& q, const Tensor& k, const Tenso
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t kvh = 0; kvh < s.n_kv_heads; ++kvh) {
         for (int64_t c = 0; c < chunks; ++c) {
-          const int64_t n_keys = s.pos0 + t + 1;  // causal: row t sees keys 0..pos0+t
+          const int64_t n_keys = pos0 + t + 1;  // causal: row t sees keys 0..pos0+t
           const int64_t j0 = c * chunk_len, j1 = std::min(n_keys, j0 + chunk_len);
           const int64_t h0 = kvh * group;
           std::fill(acc.begin(), acc.end(), 0.0f);

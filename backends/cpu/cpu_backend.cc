@@ -123,13 +123,13 @@ absl::Status CpuBackend::Embedding(const Tensor& table, const Tensor& ids, const
 }
 
 absl::Status CpuBackend::Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
-                              const RopeTable& table, RopeLayout layout, int64_t pos0) {
+                              const RopeTable& table, RopeLayout layout, const Position& at) {
   const int64_t half = rot_dim / 2;
   const float* inv_freq = table.inv_freq.ptr<float>();
   std::vector<float> cos_v(half), sin_v(half);
   for (int64_t t = 0; t < x.rows; ++t) {
     // As transformers: the angle is a float32 product, scaled cos/sin in float32.
-    const float pos = static_cast<float>(pos0 + t);
+    const float pos = static_cast<float>(at.pos0 + t);
     for (int64_t i = 0; i < half; ++i) {
       const float angle = pos * inv_freq[i];
       cos_v[i] = static_cast<float>(std::cos(static_cast<double>(angle))) * table.attention_factor;

@@ -1,6 +1,8 @@
 #include "backends/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "backends/cuda/kernels.h"
@@ -14,7 +16,9 @@ constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's scratch (Hopper ker
 
 // Sizes are rounded to classes so that blocks are reused across steps whose shapes differ a
 // little (the cache grows, prompts vary): 256 B steps below 1 MiB, then 1/8 of a power of two.
-size_t SizeClass(size_t bytes) {
+}  // namespace
+
+size_t DevicePool::SizeClass(size_t bytes) {
   bytes = std::max<size_t>(bytes, 256);
   if (bytes < (1u << 20)) return (bytes + 255) / 256 * 256;
   size_t power = 1u << 20;
@@ -22,6 +26,8 @@ size_t SizeClass(size_t bytes) {
   const size_t step = power / 8;
   return (bytes + step - 1) / step * step;
 }
+
+namespace {
 
 std::string MiB(size_t bytes) { return absl::StrCat(bytes >> 20, " MiB"); }
 
@@ -45,13 +51,18 @@ void DevicePool::ReleaseCached() {
   free_.clear();
 }
 
-void DevicePool::Put(void* p, size_t size_class) {
+void DevicePool::Give(void* p, size_t size_class) {
   std::lock_guard<std::mutex> lock(mutex_);
   free_[size_class].push_back(p);
 }
 
 absl::StatusOr<std::shared_ptr<void>> DevicePool::Get(size_t bytes) {
   const size_t size_class = SizeClass(bytes);
+  DS_ASSIGN_OR_RETURN(void* p, Take(size_class));
+  return std::shared_ptr<void>(p, [this, size_class](void* q) { Give(q, size_class); });
+}
+
+absl::StatusOr<void*> DevicePool::Take(size_t size_class) {
   void* p = nullptr;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -74,12 +85,13 @@ absl::StatusOr<std::shared_ptr<void>> DevicePool::Get(size_t bytes) {
         cudaGetLastError();
         size_t free_bytes = 0, total_bytes = 0;
         cudaMemGetInfo(&free_bytes, &total_bytes);
-        return OutOfMemoryError(absl::StrCat("cuda: cannot allocate ", bytes, " bytes (", MiB(bytes), ") on device ",
-                                             device_, ": ", MiB(free_bytes), " free of ", MiB(total_bytes)));
+        return OutOfMemoryError(absl::StrCat("cuda: cannot allocate ", size_class, " bytes (", MiB(size_class),
+                                             ") on device ", device_, ": ", MiB(free_bytes), " free of ",
+                                             MiB(total_bytes)));
       }
     }
   }
-  return std::shared_ptr<void>(p, [this, size_class](void* q) { Put(q, size_class); });
+  return p;
 }
 
 absl::StatusOr<Tensor> CudaBackend::Alloc(DType dtype, int64_t rows, int64_t cols) {
@@ -87,7 +99,7 @@ absl::StatusOr<Tensor> CudaBackend::Alloc(DType dtype, int64_t rows, int64_t col
   if (IsBlockQuantized(dtype))
     return absl::UnimplementedError(absl::StrCat("cuda: ", DTypeName(dtype), " weights run on the CPU backend only"));
   const size_t bytes = static_cast<size_t>(rows) * RowBytes(dtype, cols);
-  auto storage = pool_.Get(bytes);
+  auto storage = Allocate(bytes);
   if (!storage.ok())
     return absl::Status(storage.status().code(),
                         absl::StrCat(storage.status().message(), " for a [", rows, ", ", cols, "] tensor"));
@@ -105,26 +117,38 @@ absl::Status CudaBackend::Upload(const void* host, const Tensor& dst) {
   if (dst.rows == 0 || dst.cols == 0) return absl::OkStatus();
   const size_t row_bytes = RowBytes(dst.dtype, dst.cols);
   DS_RETURN_IF_ERROR(Check(cudaMemcpy2DAsync(dst.data, RowBytes(dst.dtype, dst.stride), host, row_bytes, row_bytes,
-                                             dst.rows, cudaMemcpyHostToDevice, stream_),
+                                             dst.rows, cudaMemcpyHostToDevice, stream()),
                            "upload"));
   // The host buffer is the caller's again when we return.
-  return Check(cudaStreamSynchronize(stream_), "upload");
+  return Check(cudaStreamSynchronize(stream()), "upload");
 }
 
 absl::Status CudaBackend::Download(const Tensor& src, void* host) {
   if (src.rows == 0 || src.cols == 0) return absl::OkStatus();
   const size_t row_bytes = RowBytes(src.dtype, src.cols);
   DS_RETURN_IF_ERROR(Check(cudaMemcpy2DAsync(host, row_bytes, src.data, RowBytes(src.dtype, src.stride), row_bytes,
-                                             src.rows, cudaMemcpyDeviceToHost, stream_),
+                                             src.rows, cudaMemcpyDeviceToHost, stream()),
                            "download"));
-  return Check(cudaStreamSynchronize(stream_), "download");
+  return Check(cudaStreamSynchronize(stream()), "download");
+}
+
+absl::Status CudaBackend::WriteRows(const Tensor& src, const Tensor& dst, const Position& at) {
+  if (!at.device.valid()) return Backend::WriteRows(src, dst, at);
+  if (src.dtype != DType::kF32 || dst.dtype != DType::kF32) return absl::InternalError("cuda: write_rows of f32 only");
+  return Check(LaunchWriteRows(src.ptr<float>(), src.stride, src.rows, src.cols, dst.ptr<float>(), dst.stride, dst.rows,
+                               at.device.ptr<int32_t>(), stream()),
+               "write_rows");
+}
+
+absl::Status CudaBackend::Argmax(const Tensor& x, const Tensor& ids) {
+  return Check(LaunchArgmax(x.ptr<float>(), x.stride, x.rows, x.cols, ids.ptr<int32_t>(), stream()), "argmax");
 }
 
 absl::Status CudaBackend::Copy(const Tensor& src, const Tensor& dst) {
   if (src.rows == 0 || src.cols == 0) return absl::OkStatus();
   return Check(cudaMemcpy2DAsync(dst.data, RowBytes(dst.dtype, dst.stride), src.data, RowBytes(src.dtype, src.stride),
                                  RowBytes(src.dtype, src.cols), src.rows,
-                                 cudaMemcpyDeviceToDevice, stream_),
+                                 cudaMemcpyDeviceToDevice, stream()),
                "copy");
 }
 
@@ -132,7 +156,7 @@ absl::Status CudaBackend::Copy(const Tensor& src, const Tensor& dst) {
 
 absl::Status CudaBackend::RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) {
   return Check(LaunchRmsNorm(x.ptr<float>(), x.stride, weight.ptr<float>(), eps, y.ptr<float>(), y.stride, x.rows,
-                             x.cols, stream_),
+                             x.cols, stream()),
                "rms_norm");
 }
 
@@ -140,32 +164,33 @@ absl::Status CudaBackend::AddRmsNorm(const Tensor& a, const Tensor& b, const Ten
                                      const Tensor& sum, const Tensor& normed) {
   return Check(LaunchAddRmsNorm(a.ptr<float>(), a.stride, b.ptr<float>(), b.stride, weight.ptr<float>(), eps,
                                 sum.ptr<float>(), sum.stride, normed.ptr<float>(), normed.stride, a.rows, a.cols,
-                                stream_),
+                                stream()),
                "add_rms_norm");
 }
 
 absl::Status CudaBackend::Add(const Tensor& a, const Tensor& b, const Tensor& y) {
   return Check(LaunchAdd(a.ptr<float>(), a.stride, b.ptr<float>(), b.stride, y.ptr<float>(), y.stride, a.rows, a.cols,
-                         stream_),
+                         stream()),
                "add");
 }
 
 absl::Status CudaBackend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) {
   return Check(LaunchSiluMul(gate.ptr<float>(), gate.stride, up.ptr<float>(), up.stride, y.ptr<float>(), y.stride,
-                             gate.rows, gate.cols, stream_),
+                             gate.rows, gate.cols, stream()),
                "silu_mul");
 }
 
 absl::Status CudaBackend::Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) {
   return Check(LaunchEmbedding(table.data, table.dtype == DType::kBF16, table.stride, table.rows, ids.ptr<int32_t>(),
-                               ids.cols, y.ptr<float>(), y.stride, table.cols, stream_),
+                               ids.cols, y.ptr<float>(), y.stride, table.cols, stream()),
                "embedding");
 }
 
 absl::Status CudaBackend::Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
-                               const RopeTable& table, RopeLayout layout, int64_t pos0) {
+                               const RopeTable& table, RopeLayout layout, const Position& at) {
   return Check(LaunchRope(x.ptr<float>(), x.stride, x.rows, n_heads, head_stride, rot_dim, table.inv_freq.ptr<float>(),
-                          table.attention_factor, layout == RopeLayout::kInterleaved, pos0, stream_),
+                          table.attention_factor, layout == RopeLayout::kInterleaved, at.pos0,
+                          at.device.valid() ? at.device.ptr<int32_t>() : nullptr, stream()),
                "rope");
 }
 
@@ -177,7 +202,7 @@ absl::Status CudaBackend::MoeRoute(const Tensor& logits, const Tensor& bias, con
   return Check(LaunchMoeRoute(logits.ptr<float>(), logits.stride, logits.rows, logits.cols, bias.ptr<float>(),
                               routing.n_group, routing.topk_group, routing.top_k, routing.norm_topk_prob,
                               routing.routed_scaling_factor, ids.ptr<int32_t>(), ids.stride, weights.ptr<float>(),
-                              weights.stride, stream_),
+                              weights.stride, stream()),
                "moe_route");
 }
 
@@ -199,12 +224,19 @@ absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(int device) {
                                                  prop.minor, "; ds needs 8.0 (Ampere) or newer"));
   std::unique_ptr<CudaBackend> backend(new CudaBackend(device, prop.multiProcessorCount));
   DS_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&backend->stream_, cudaStreamNonBlocking), "stream"));
+  DS_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&backend->capture_stream_, cudaStreamNonBlocking), "stream"));
+  const char* graphs = std::getenv("DS_CUDA_GRAPHS");
+  backend->graphs_enabled_ = !(graphs && std::string(graphs) == "0");
   if (cublasLtCreate(&backend->lt_) != CUBLAS_STATUS_SUCCESS) return absl::UnavailableError("cuda: cublasLtCreate failed");
   if (cudaMalloc(&backend->workspace_, kWorkspaceBytes) != cudaSuccess) {
     cudaGetLastError();
     return OutOfMemoryError(absl::StrCat("cuda: cannot allocate the ", MiB(kWorkspaceBytes), " cuBLASLt workspace"));
   }
   backend->workspace_bytes_ = kWorkspaceBytes;
+  // Enough for 16 query rows of 1024 heads.
+  DS_ASSIGN_OR_RETURN(backend->attention_counters_, backend->Alloc(DType::kI32, 1, 16 * 1024));
+  DS_RETURN_IF_ERROR(Check(cudaMemset(backend->attention_counters_.data, 0, backend->attention_counters_.nbytes()),
+                           "attention counters"));
   return std::unique_ptr<Backend>(std::move(backend));
 }
 
@@ -220,6 +252,7 @@ CudaBackend::~CudaBackend() {
   if (workspace_) cudaFree(workspace_);
   if (lt_) cublasLtDestroy(lt_);
   if (stream_) cudaStreamDestroy(stream_);
+  if (capture_stream_) cudaStreamDestroy(capture_stream_);
 }
 
 }  // namespace ds::cuda

@@ -1,6 +1,7 @@
 // The CUDA backend: tensors in device memory, cuBLASLt for the GEMMs, our kernels (kernels.h)
-// for the rest. Everything runs in order on one stream; Download synchronizes it. Built into
-// the plugin libds-cuda.so, which libds loads at run time (backends/plugin.h).
+// for the rest. Everything runs in order on one stream; Download synchronizes it. A thread that
+// records (CUDA graphs, recording_cuda.cc) issues its ops to a capture stream of its own. Built
+// into the plugin libds-cuda.so, which libds loads at run time (backends/plugin.h).
 #pragma once
 
 #include <cublasLt.h>
@@ -23,10 +24,15 @@ class DevicePool {
  public:
   explicit DevicePool(int device) : device_(device) {}
   ~DevicePool();
+  // A block of at least `bytes`, back to the pool when the last pointer to it goes.
   absl::StatusOr<std::shared_ptr<void>> Get(size_t bytes);
 
+  // Blocks by hand: the rounded size Take and Give deal in, a block of it, and its return.
+  static size_t SizeClass(size_t bytes);
+  absl::StatusOr<void*> Take(size_t size_class);
+  void Give(void* p, size_t size_class);
+
  private:
-  void Put(void* p, size_t size_class);
   void ReleaseCached();  // frees every cached block (under mutex_)
 
   int device_;
@@ -69,8 +75,10 @@ class CudaBackend final : public Backend {
                           const Tensor& normed) override;
   absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
   absl::Status Copy(const Tensor& src, const Tensor& dst) override;
+  absl::Status Argmax(const Tensor& x, const Tensor& ids) override;
+  absl::Status WriteRows(const Tensor& src, const Tensor& dst, const Position& at) override;
   absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
-                    const RopeTable& table, RopeLayout layout, int64_t pos0) override;
+                    const RopeTable& table, RopeLayout layout, const Position& at) override;
   absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,
                          const AttentionShape& shape, const Tensor& out) override;
   absl::Status MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
@@ -78,11 +86,22 @@ class CudaBackend final : public Backend {
   absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                    const std::vector<MlpWeights>& experts, const Tensor& out) override;
 
+  // Recording as CUDA graphs (recording_cuda.cc). Off where DS_CUDA_GRAPHS=0 in the environment
+  // when the backend is made.
+  bool CanRecord() const override { return graphs_enabled_; }
+  absl::Status BeginRecording() override;
+  absl::StatusOr<std::unique_ptr<Recording>> EndRecording() override;
+
   // A CUDA runtime result as a status naming the operation (DS_ERR_BACKEND).
   static absl::Status Check(cudaError_t err, const char* what);
 
  private:
   CudaBackend(int device, int sm_count) : device_(device), sm_count_(sm_count), pool_(device) {}
+  friend class CudaRecording;
+  // The stream the calling thread's ops go to, and where its tensors' memory comes from: the
+  // capture stream and the recording's arena while it records, else the stream and the pool.
+  cudaStream_t stream() const;
+  absl::StatusOr<std::shared_ptr<void>> Allocate(size_t bytes);
   absl::Status Gemm(const GemmCall& call);
   absl::Status MoeOnDevice(const Tensor& x, const Tensor& ids, const Tensor& weights,
                            const std::vector<MlpWeights>& experts, const Tensor& out);
@@ -98,6 +117,13 @@ class CudaBackend final : public Backend {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   DevicePool pool_;
+  Tensor attention_counters_;  // zero between attention launches (LaunchAttentionSplit)
+
+  // Recording: one thread at a time, on its own stream, its allocations from the recording's arena.
+  bool graphs_enabled_ = true;
+  std::mutex record_mutex_;
+  cudaStream_t capture_stream_ = nullptr;
+  std::shared_ptr<class RecordingArena> arena_;  // of the recording under way
 
   struct GemmPlan {
     cublasLtMatmulDesc_t op = nullptr;

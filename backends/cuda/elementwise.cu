@@ -36,6 +36,31 @@ __global__ void AddRmsNormKernel(const float* a, int64_t as, const float* b, int
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) nr[i] = w[i] * (sr[i] * inv_rms);
 }
 
+// Per row, the index of the largest value, the first on ties. Every thread starts from
+// element 0 and takes only strictly larger values, as the host's loop does (so a NaN is never
+// chosen, unless at 0, where it stays).
+__device__ __forceinline__ void TakeBetter(float& best, int64_t& at, float v, int64_t i) {
+  if (v > best || (v == best && i < at)) best = v, at = i;
+}
+
+__global__ void ArgmaxKernel(const float* x, int64_t xs, int64_t cols, int32_t* ids) {
+  __shared__ float warp_best[32];
+  __shared__ int64_t warp_at[32];
+  const float* r = x + blockIdx.x * xs;
+  float best = r[0];
+  int64_t at = 0;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) TakeBetter(best, at, r[i], i);
+  for (int offset = 16; offset > 0; offset /= 2)
+    TakeBetter(best, at, __shfl_xor_sync(0xffffffffu, best, offset), __shfl_xor_sync(0xffffffffu, at, offset));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) warp_best[warp] = best, warp_at[warp] = at;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) TakeBetter(best, at, warp_best[w], warp_at[w]);
+    ids[blockIdx.x] = static_cast<int32_t>(at);
+  }
+}
+
 // The element-wise kernels walk a [rows, cols] grid with a grid-stride loop.
 template <typename F>
 __global__ void RowsKernel(int64_t rows, int64_t cols, F f) {
@@ -53,15 +78,21 @@ cudaError_t LaunchRows(int64_t rows, int64_t cols, cudaStream_t stream, F f) {
 }
 
 __global__ void RopeKernel(float* x, int64_t xs, int64_t n_heads, int64_t head_stride, int64_t half,
-                           const float* inv_freq, float factor, bool interleaved, int64_t pos0) {
+                           const float* inv_freq, float factor, bool interleaved, int64_t pos0,
+                           const int32_t* pos0_device) {
+  extern __shared__ float cos_sin[];  // [half] cos, then [half] sin: shared by the row's heads
   float* row = x + blockIdx.x * xs;
   // As transformers (and the CPU backend): a float32 angle, cos and sin of it, then the scale.
-  const float pos = static_cast<float>(pos0 + blockIdx.x);
+  const float pos = static_cast<float>((pos0_device ? *pos0_device : pos0) + blockIdx.x);
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    const float angle = pos * inv_freq[i];
+    cos_sin[i] = static_cast<float>(cos(static_cast<double>(angle))) * factor;
+    cos_sin[half + i] = static_cast<float>(sin(static_cast<double>(angle))) * factor;
+  }
+  __syncthreads();
   for (int64_t j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
     const int64_t h = j / half, i = j % half;
-    const float angle = pos * inv_freq[i];
-    const float c = static_cast<float>(cos(static_cast<double>(angle))) * factor;
-    const float s = static_cast<float>(sin(static_cast<double>(angle))) * factor;
+    const float c = cos_sin[i], s = cos_sin[half + i];
     float* v = row + h * head_stride;
     float* a = interleaved ? &v[2 * i] : &v[i];
     float* b = interleaved ? &v[2 * i + 1] : &v[i + half];
@@ -120,11 +151,28 @@ cudaError_t LaunchEmbedding(const void* table, bool table_bf16, int64_t ts, int6
 
 cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads, int64_t head_stride,
                        int64_t rot_dim, const float* inv_freq, float attention_factor, bool interleaved,
-                       int64_t pos0, cudaStream_t stream) {
+                       int64_t pos0, const int32_t* pos0_device, cudaStream_t stream) {
   if (rows <= 0 || rot_dim < 2) return cudaSuccess;
   if (rows > 2147483647) return cudaErrorInvalidValue;
-  RopeKernel<<<static_cast<unsigned>(rows), 128, 0, stream>>>(x, x_stride, n_heads, head_stride, rot_dim / 2,
-                                                               inv_freq, attention_factor, interleaved, pos0);
+  if (rot_dim > 8192) return cudaErrorInvalidValue;  // the cos/sin table in shared memory
+  RopeKernel<<<static_cast<unsigned>(rows), 128, rot_dim * sizeof(float), stream>>>(
+      x, x_stride, n_heads, head_stride, rot_dim / 2, inv_freq, attention_factor, interleaved, pos0, pos0_device);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchWriteRows(const float* x, int64_t xs, int64_t rows, int64_t cols, float* y, int64_t ys,
+                            int64_t y_rows, const int32_t* pos0_device, cudaStream_t stream) {
+  return LaunchRows(rows, cols, stream, [=] __device__(int64_t r, int64_t c) {
+    const int64_t row = *pos0_device + r;
+    if (row >= 0 && row < y_rows) y[row * ys + c] = x[r * xs + c];
+  });
+}
+
+cudaError_t LaunchArgmax(const float* x, int64_t x_stride, int64_t rows, int64_t cols, int32_t* ids,
+                         cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  if (rows > 2147483647) return cudaErrorInvalidValue;
+  ArgmaxKernel<<<static_cast<unsigned>(rows), 1024, 0, stream>>>(x, x_stride, cols, ids);
   return cudaGetLastError();
 }
 

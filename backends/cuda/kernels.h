@@ -28,10 +28,20 @@ cudaError_t LaunchSiluMul(const float* gate, int64_t gate_stride, const float* u
 cudaError_t LaunchEmbedding(const void* table, bool table_bf16, int64_t table_stride, int64_t vocab,
                             const int32_t* ids, int64_t n, float* y, int64_t y_stride, int64_t cols,
                             cudaStream_t stream);
+// Kernels that take a position read it from pos0_device when that is not null (a recorded pass
+// replays at other positions), else use pos0.
+
 // In-place rotary embedding of rot_dim values in each of n_heads heads, row t at pos0 + t.
 cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads, int64_t head_stride,
                        int64_t rot_dim, const float* inv_freq, float attention_factor, bool interleaved,
-                       int64_t pos0, cudaStream_t stream);
+                       int64_t pos0, const int32_t* pos0_device, cudaStream_t stream);
+// y[pos0 + r] = x[r] for rows r < rows, with pos0 read from the device; rows past y_rows are
+// left out.
+cudaError_t LaunchWriteRows(const float* x, int64_t x_stride, int64_t rows, int64_t cols, float* y, int64_t y_stride,
+                            int64_t y_rows, const int32_t* pos0_device, cudaStream_t stream);
+// ids[r] = the index of row r's largest value, the first on ties (Backend::Argmax).
+cudaError_t LaunchArgmax(const float* x, int64_t x_stride, int64_t rows, int64_t cols, int32_t* ids,
+                         cudaStream_t stream);
 // y (contiguous [rows, cols] bf16) = x rounded to nearest even.
 cudaError_t LaunchToBf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* y,
                          cudaStream_t stream);
@@ -96,11 +106,17 @@ struct AttentionArgs {
   float* out;
   int64_t out_stride;
   int64_t T, n_heads, n_kv_heads, head_dim_qk, head_dim_v, pos0;
+  const int32_t* pos0_device;  // or null
+  int64_t key_rows;            // rows of k and v: with pos0_device, pos0 + T is at most this
   float scale;
 };
+// The launch's splits: those of pos0 + T keys, or with pos0_device the most any pos0 can need.
 int64_t AttentionSplits(const AttentionArgs& a);
 int64_t AttentionSplitScratch(const AttentionArgs& a, int64_t splits);
-cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream);
+// counters: n_counters ints, zero, that the launch leaves zero; with T * n_heads of them the
+// blocks merge their results themselves, else a second kernel does.
+cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* partials, int* counters,
+                                 int64_t n_counters, cudaStream_t stream);
 
 // In place over scores [n_heads * T, S] (head-major, T rows each): scores -> softmax over the
 // keys row t may see (pos0 + t0 + t + 1 of them), zeros after.

@@ -94,7 +94,7 @@ absl::Status CudaBackend::Gemm(const GemmCall& g) {
   }
   const float beta = 0.0f;
   return LtCheck(cublasLtMatmul(lt_, plan.op, &g.alpha, g.a, plan.a, g.b, plan.b, &beta, g.c, plan.c, g.c, plan.c,
-                                &plan.algo, workspace_, workspace_bytes_, stream_),
+                                &plan.algo, workspace_, workspace_bytes_, stream()),
                  "matmul");
 }
 
@@ -102,7 +102,7 @@ absl::Status CudaBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor*
   const bool bf16 = w.dtype == DType::kBF16;
   if (x.rows <= kGemvMaxRows) {
     return Check(LaunchGemv(x.ptr<float>(), x.stride, x.rows, w.data, bf16, w.stride, w.rows, w.cols,
-                            bias ? bias->ptr<float>() : nullptr, y.ptr<float>(), y.stride, sm_count_, stream_),
+                            bias ? bias->ptr<float>() : nullptr, y.ptr<float>(), y.stride, sm_count_, stream()),
                  "gemv");
   }
   // Column-major view: yᵀ [n, m] = w [n, k] (stored as k x n, transposed) · xᵀ [k, m].
@@ -111,7 +111,7 @@ absl::Status CudaBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor*
   Tensor x_bf16;
   if (bf16) {
     DS_ASSIGN_OR_RETURN(x_bf16, Alloc(DType::kBF16, x.rows, x.cols));
-    DS_RETURN_IF_ERROR(Check(LaunchToBf16(x.ptr<float>(), x.stride, x.rows, x.cols, x_bf16.ptr<uint16_t>(), stream_),
+    DS_RETURN_IF_ERROR(Check(LaunchToBf16(x.ptr<float>(), x.stride, x.rows, x.cols, x_bf16.ptr<uint16_t>(), stream()),
                              "to_bf16"));
     g.b = x_bf16.data;
     g.ldb = x.cols;
@@ -119,7 +119,7 @@ absl::Status CudaBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor*
   DS_RETURN_IF_ERROR(Gemm(g));
   if (!bias) return absl::OkStatus();
   return Check(LaunchAdd(y.ptr<float>(), y.stride, bias->ptr<float>(), 0, y.ptr<float>(), y.stride, y.rows, y.cols,
-                         stream_),
+                         stream()),
                "bias");
 }
 
@@ -128,7 +128,7 @@ absl::Status CudaBackend::GateUp(const Tensor& x, const Tensor& gate_proj, const
     return Backend::GateUp(x, gate_proj, up_proj, y);
   return Check(LaunchGateUp(x.ptr<float>(), x.stride, x.rows, gate_proj.data, up_proj.data,
                             gate_proj.dtype == DType::kBF16, gate_proj.stride, gate_proj.rows, gate_proj.cols,
-                            y.ptr<float>(), y.stride, sm_count_, stream_),
+                            y.ptr<float>(), y.stride, sm_count_, stream()),
                "gate_up");
 }
 

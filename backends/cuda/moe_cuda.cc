@@ -69,7 +69,7 @@ absl::Status CudaBackend::MoeOnDevice(const Tensor& x, const Tensor& ids, const 
   DS_ASSIGN_OR_RETURN(Tensor h, Alloc(DType::kF32, x.rows * ids.cols, e.inter));
   return Check(LaunchMoeDecode(x.ptr<float>(), x.stride, x.rows, ids.ptr<int32_t>(), ids.stride,
                                weights.ptr<float>(), weights.stride, ids.cols, e, h.ptr<float>(), out.ptr<float>(),
-                               out.stride, sm_count_, stream_),
+                               out.stride, sm_count_, stream()),
                "moe");
 }
 
@@ -95,7 +95,7 @@ absl::Status CudaBackend::MoeThroughHost(const Tensor& x, const Tensor& ids, con
   DS_ASSIGN_OR_RETURN(Tensor scales_dev, Alloc(DType::kF32, 1, static_cast<int64_t>(scales.size())));
   DS_RETURN_IF_ERROR(Upload(rows.data(), rows_dev));
   DS_RETURN_IF_ERROR(Upload(scales.data(), scales_dev));
-  DS_RETURN_IF_ERROR(Check(cudaMemset2DAsync(out.data, out.stride * sizeof(float), 0, hidden * sizeof(float), T, stream_),
+  DS_RETURN_IF_ERROR(Check(cudaMemset2DAsync(out.data, out.stride * sizeof(float), 0, hidden * sizeof(float), T, stream()),
                            "moe clear"));
   int64_t at = 0;
   for (size_t e = 0; e < experts.size(); ++e) {
@@ -108,12 +108,12 @@ absl::Status CudaBackend::MoeThroughHost(const Tensor& x, const Tensor& ids, con
     DS_ASSIGN_OR_RETURN(Tensor ye, Alloc(DType::kF32, n, hidden));
     const int32_t* expert_rows = rows_dev.ptr<int32_t>() + at;
     DS_RETURN_IF_ERROR(Check(LaunchGather(x.ptr<float>(), x.stride, expert_rows, n, xe.ptr<float>(), hidden, hidden,
-                                          stream_),
+                                          stream()),
                              "moe gather"));
     DS_RETURN_IF_ERROR(GateUp(xe, mlp.gate_proj, mlp.up_proj, h));
     DS_RETURN_IF_ERROR(Matmul(h, mlp.down_proj, nullptr, ye));
     DS_RETURN_IF_ERROR(Check(LaunchScatterAdd(ye.ptr<float>(), hidden, expert_rows, scales_dev.ptr<float>() + at, n,
-                                              out.ptr<float>(), out.stride, hidden, stream_),
+                                              out.ptr<float>(), out.stride, hidden, stream()),
                              "moe scatter"));
     at += n;
   }

@@ -61,16 +61,16 @@ class DeepseekV3 final : public Model {
   int64_t n_layers() const override { return c_.num_hidden_layers; }
   int64_t n_mtp_layers() const override { return mtp_ ? 1 : 0; }
 
-  Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, int64_t pos0) const override {
+  Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at) const override {
     Tensor x = ops.Embedding(embed_tokens_, ids);
-    for (int64_t i = 0; i < c_.num_hidden_layers; ++i) x = BlockForward(ops, layers_[i], x, cache, i, pos0);
+    for (int64_t i = 0; i < c_.num_hidden_layers; ++i) x = BlockForward(ops, layers_[i], x, cache, i, at);
     return ops.RmsNorm(x, norm_, eps());
   }
 
   Tensor LmHead(Ops& ops, const Tensor& hidden) const override { return ops.Linear(hidden, lm_head_); }
 
   Tensor MtpForward(Ops& ops, const Tensor& hidden, const Tensor& next_ids, KvCache& mtp_cache,
-                    int64_t pos0, Tensor* block_out) const override {
+                    const Position& at, Tensor* block_out) const override {
     const Mtp& m = *mtp_;
     const int64_t T = hidden.rows, H = c_.hidden_size;
     Tensor e = ops.RmsNorm(ops.Embedding(m.embed_tokens, next_ids), m.enorm, eps());
@@ -81,7 +81,7 @@ class DeepseekV3 final : public Model {
       ops.Copy(h, eh.Cols(H, H));
     }
     Tensor x = ops.Linear(eh, m.eh_proj);
-    x = BlockForward(ops, m.block, x, mtp_cache, 0, pos0);
+    x = BlockForward(ops, m.block, x, mtp_cache, 0, at);
     if (block_out) *block_out = x;
     return ops.Linear(ops.RmsNorm(x, m.shared_head_norm, eps()), m.shared_head_head);
   }
@@ -89,14 +89,14 @@ class DeepseekV3 final : public Model {
  private:
   float eps() const { return static_cast<float>(c_.rms_norm_eps); }
 
-  Tensor BlockForward(Ops& ops, const Block& b, Tensor x, KvCache& cache, int64_t layer, int64_t pos0) const {
+  Tensor BlockForward(Ops& ops, const Block& b, Tensor x, KvCache& cache, int64_t layer, const Position& at) const {
     Tensor h = ops.RmsNorm(x, b.input_layernorm, eps());
-    x = ops.Add(x, MlaForward(ops, b.self_attn, h, cache, layer, pos0));
+    x = ops.Add(x, MlaForward(ops, b.self_attn, h, cache, layer, at));
     h = ops.RmsNorm(x, b.post_attention_layernorm, eps());
     return ops.Add(x, b.moe ? MoeForward(ops, *b.moe, h) : ops.Mlp(h, *b.mlp));
   }
 
-  Tensor MlaForward(Ops& ops, const Mla& a, const Tensor& x, KvCache& cache, int64_t layer, int64_t pos0) const {
+  Tensor MlaForward(Ops& ops, const Mla& a, const Tensor& x, KvCache& cache, int64_t layer, const Position& at) const {
     const int64_t T = x.rows, heads = c_.num_attention_heads;
     const int64_t nope = c_.qk_nope_head_dim, rope = c_.qk_rope_head_dim, qk = c_.qk_head_dim();
     const int64_t r = c_.kv_lora_rank, v = c_.v_head_dim;
@@ -104,16 +104,17 @@ class DeepseekV3 final : public Model {
     Tensor q = a.q_proj ? ops.Linear(x, *a.q_proj)
                         : ops.Linear(ops.RmsNorm(ops.Linear(x, *a.q_a_proj), *a.q_a_layernorm, eps()), *a.q_b_proj);
     if (!ops.ok()) return {};
-    ops.Rope(q.Cols(nope, q.cols - nope), heads, qk, rope, rope_, RopeLayout::kInterleaved, pos0);
+    ops.Rope(q.Cols(nope, q.cols - nope), heads, qk, rope, rope_, RopeLayout::kInterleaved, at);
 
     // This step's cache rows: c_kv = kv_a_layernorm(first r values), k_pe = rope(last rope values).
     Tensor kv = ops.Linear(x, a.kv_a_proj_with_mqa);  // [T, r + rope]
-    Tensor latent = cache.Rows(layer, 0, pos0 + T);   // [c_kv | k_pe] of positions 0 .. pos0+T-1
-    Tensor latent_new = latent.Rows(pos0, T);
+    Tensor latent_new = ops.New(T, r + rope);
     if (!ops.ok()) return {};
     ops.RmsNormInto(kv.Cols(0, r), a.kv_a_layernorm, eps(), latent_new.Cols(0, r));
     ops.Copy(kv.Cols(r, rope), latent_new.Cols(r, rope));
-    ops.Rope(latent_new.Cols(r, rope), 1, rope, rope, rope_, RopeLayout::kInterleaved, pos0);
+    ops.Rope(latent_new.Cols(r, rope), 1, rope, rope, rope_, RopeLayout::kInterleaved, at);
+    const Tensor& latent = cache.Layer(layer, 0);  // [c_kv | k_pe] per position
+    ops.WriteRows(latent_new, latent, at);
 
     // Absorbed query per head: [W_UKᵀ q_nope | q_pe], scored against [c_kv | k_pe].
     Tensor q_latent = ops.New(T, heads * (r + rope));
@@ -122,7 +123,7 @@ class DeepseekV3 final : public Model {
       ops.Copy(q.Cols(h * qk + nope, rope), q_latent.Cols(h * (r + rope) + r, rope));
     }
     const AttentionShape shape{.n_heads = heads, .n_kv_heads = 1, .head_dim_qk = r + rope,
-                               .head_dim_v = r, .scale = softmax_scale_, .pos0 = pos0};
+                               .head_dim_v = r, .scale = softmax_scale_, .position = at};
     Tensor o_latent = ops.Attention(q_latent, latent, latent.Cols(0, r), shape);  // [T, heads * r]
 
     Tensor o = ops.New(T, heads * v);

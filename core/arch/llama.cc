@@ -40,14 +40,14 @@ class Llama final : public Model {
   }
   int64_t n_layers() const override { return c_.num_hidden_layers; }
 
-  Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, int64_t pos0) const override {
+  Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at) const override {
     Tensor x = ops.Embedding(embed_tokens_, ids);
     Tensor h = ops.RmsNorm(x, layers_[0].input_layernorm, eps());
     for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
       const Block& layer = layers_[i];
       // Each residual add is fused with the norm that follows it: the next block's, or the last.
       const Tensor& next_norm = i + 1 < c_.num_hidden_layers ? layers_[i + 1].input_layernorm : norm_;
-      std::tie(x, h) = ops.AddRmsNorm(x, SelfAttention(ops, layer.self_attn, h, cache, i, pos0),
+      std::tie(x, h) = ops.AddRmsNorm(x, SelfAttention(ops, layer.self_attn, h, cache, i, at),
                                       layer.post_attention_layernorm, eps());
       std::tie(x, h) = ops.AddRmsNorm(x, ops.Mlp(h, layer.mlp), next_norm, eps());
     }
@@ -64,24 +64,23 @@ class Llama final : public Model {
   }
 
   Tensor SelfAttention(Ops& ops, const Attention& a, const Tensor& x, KvCache& cache, int64_t layer,
-                       int64_t pos0) const {
-    const int64_t T = x.rows, d = c_.head_dim;
+                       const Position& at) const {
+    const int64_t d = c_.head_dim;
     const int64_t q_dim = c_.num_attention_heads * d, kv_dim = c_.num_key_value_heads * d;
     Tensor qkv = Project(ops, x, a.qkv_proj);  // [T, q_dim + 2 * kv_dim]
     Tensor q = qkv.Cols(0, q_dim), k = qkv.Cols(q_dim, kv_dim), v = qkv.Cols(q_dim + kv_dim, kv_dim);
     // q's and k's heads are adjacent columns: one rotation covers both.
     ops.Rope(qkv.Cols(0, q_dim + kv_dim), c_.num_attention_heads + c_.num_key_value_heads, d, d, rope_,
-             RopeLayout::kHalf, pos0);
-    Tensor k_cache = cache.Rows(layer, 0, pos0 + T), v_cache = cache.Rows(layer, 1, pos0 + T);
-    Tensor k_new = k_cache.Rows(pos0, T), v_new = v_cache.Rows(pos0, T);
-    ops.Copy(k, k_new);
-    ops.Copy(v, v_new);
+             RopeLayout::kHalf, at);
+    const Tensor &k_cache = cache.Layer(layer, 0), &v_cache = cache.Layer(layer, 1);
+    ops.WriteRows(k, k_cache, at);
+    ops.WriteRows(v, v_cache, at);
     const AttentionShape shape{.n_heads = c_.num_attention_heads,
                                .n_kv_heads = c_.num_key_value_heads,
                                .head_dim_qk = d,
                                .head_dim_v = d,
                                .scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))),
-                               .pos0 = pos0};
+                               .position = at};
     Tensor o = ops.Attention(q, k_cache, v_cache, shape);
     return Project(ops, o, a.o_proj);
   }

@@ -2,7 +2,7 @@
 
 namespace ds {
 
-Tensor Model::MtpForward(Ops& ops, const Tensor&, const Tensor&, KvCache&, int64_t, Tensor*) const {
+Tensor Model::MtpForward(Ops& ops, const Tensor&, const Tensor&, KvCache&, const Position&, Tensor*) const {
   // Callers check n_mtp_layers() first; reaching here is a bug, reported as such.
   ops.New(-1, 0);
   return {};

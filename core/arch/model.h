@@ -22,8 +22,9 @@ class Model {
   virtual int64_t n_layers() const = 0;
 
   // Runs the tokens `ids` ([1, n] i32) at positions pos0 .. pos0+n-1, writing their cache rows,
-  // and returns the last hidden states after the final norm, [n, hidden].
-  virtual Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, int64_t pos0) const = 0;
+  // and returns the last hidden states after the final norm, [n, hidden]. The cache must hold
+  // pos0 + n rows (KvCache::Reserve).
+  virtual Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at) const = 0;
   // Logits [rows, vocab] of hidden states.
   virtual Tensor LmHead(Ops& ops, const Tensor& hidden) const = 0;
 
@@ -34,7 +35,7 @@ class Model {
   // (the token that followed it). The MTP layer has its own one-layer cache. `block_out`, if
   // given, receives the layer's output hidden states, which chain it to draft further.
   virtual Tensor MtpForward(Ops& ops, const Tensor& hidden, const Tensor& next_ids, KvCache& mtp_cache,
-                            int64_t pos0, Tensor* block_out = nullptr) const;
+                            const Position& at, Tensor* block_out = nullptr) const;
 };
 
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const ModelConfig& config, WeightLoader& loader);

@@ -93,19 +93,27 @@ void Ops::Copy(const Tensor& src, const Tensor& dst) {
   Record(backend_.Copy(src, dst));
 }
 
+void Ops::WriteRows(const Tensor& src, const Tensor& dst, const Position& at) {
+  if (!Check(src.valid() && dst.valid() && src.cols == dst.cols && src.dtype == dst.dtype && at.pos0 >= 0 &&
+                 at.pos0 + src.rows <= dst.rows,
+             "write_rows"))
+    return;
+  Record(backend_.WriteRows(src, dst, at));
+}
+
 void Ops::Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim, const RopeTable& table,
-               RopeLayout layout, int64_t pos0) {
+               RopeLayout layout, const Position& at) {
   if (!Check(x.valid() && rot_dim % 2 == 0 && table.inv_freq.cols == rot_dim / 2 &&
                  (n_heads - 1) * head_stride + rot_dim <= x.cols,
              "rope"))
     return;
-  Record(backend_.Rope(x, n_heads, head_stride, rot_dim, table, layout, pos0));
+  Record(backend_.Rope(x, n_heads, head_stride, rot_dim, table, layout, at));
 }
 
 Tensor Ops::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& s) {
   if (!Check(q.valid() && k.valid() && v.valid() && s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0 &&
                  q.cols == s.n_heads * s.head_dim_qk && k.cols == s.n_kv_heads * s.head_dim_qk &&
-                 v.cols == s.n_kv_heads * s.head_dim_v && k.rows >= s.pos0 + q.rows && v.rows == k.rows,
+                 v.cols == s.n_kv_heads * s.head_dim_v && k.rows >= s.position.pos0 + q.rows && v.rows == k.rows,
              "attention"))
     return {};
   Tensor out = New(q.rows, s.n_heads * s.head_dim_v);
@@ -130,6 +138,13 @@ Tensor Ops::Moe(const Tensor& x, const std::pair<Tensor, Tensor>& routes, const 
   Tensor out = New(x.rows, x.cols);
   if (ok()) Record(backend_.Moe(x, ids, weights, experts, out));
   return out;
+}
+
+Tensor Ops::Argmax(const Tensor& x) {
+  if (!Check(x.valid() && x.dtype == DType::kF32 && x.cols > 0, "argmax")) return {};
+  Tensor ids = New(1, x.rows, DType::kI32);
+  if (ok()) Record(backend_.Argmax(x, ids));
+  return ids;
 }
 
 }  // namespace ds

@@ -28,12 +28,14 @@ class Ops {
   Tensor Mlp(const Tensor& x, const MlpWeights& mlp);  // down(silu(gate(x)) * up(x))
   Tensor Embedding(const Tensor& table, const Tensor& ids);
   void Copy(const Tensor& src, const Tensor& dst);
+  void WriteRows(const Tensor& src, const Tensor& dst, const Position& at);  // dst rows pos0.. = src
   void Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim, const RopeTable& table,
-            RopeLayout layout, int64_t pos0);
+            RopeLayout layout, const Position& at);
   Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape);
   // -> (ids [T, top_k] i32, weights [T, top_k])
   std::pair<Tensor, Tensor> MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing);
   Tensor Moe(const Tensor& x, const std::pair<Tensor, Tensor>& routes, const std::vector<MlpWeights>& experts);
+  Tensor Argmax(const Tensor& x);  // [1, rows] i32
 
   bool ok() const { return status_.ok(); }
   const absl::Status& status() const { return status_; }
