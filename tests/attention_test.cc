@@ -1,14 +1,21 @@
-// The CPU attention kernel against an f64 reference: GQA groups, MLA-like shapes (one kv head
-// for all query heads, v narrower than qk), decode and verification rows over long contexts
-// (the keys split into chunks across threads and merged) and prompt rows (one chunk per row).
+// The attention kernels against an f64 reference on each backend: GQA groups (2 to 8 query heads
+// a kv head, the CUDA backend's group kernel), MLA-like shapes (one kv head for all query heads,
+// v narrower than qk or 512 wide), decode and verification rows over long contexts (the keys split
+// into chunks, across threads or blocks, and merged) and prompt rows. On CUDA once more with the
+// position read from the device and a cache longer than the pass (as a replayed recording runs),
+// whose rows past the keys hold values that would show if they were read.
 #include <cmath>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/plugin.h"
 #include "gtest/gtest.h"
+#include "tests/fixtures.h"
 
-namespace ds {
+namespace ds::testing {
 namespace {
 
 struct Case {
@@ -18,30 +25,45 @@ struct Case {
 // Two threads, as the other tests (LLVM's OpenMP runtime keeps allocations of differently sized
 // thread teams past exit, which LeakSanitizer reports): with one query row and one or two kv heads
 // the keys still split into chunks, so the merge is exercised.
-TEST(CpuAttention, MatchesAnF64Reference) {
+class Attention : public ::testing::TestWithParam<std::tuple<Target, bool>> {};
+
+TEST_P(Attention, MatchesAnF64Reference) {
+  const auto [target, position_on_device] = GetParam();
+  DS_SKIP_IF_NO_DEVICE(target);
   const Case cases[] = {
       {1, 0, 4, 4, 16, 16},    {1, 2999, 12, 2, 128, 128}, {3, 5000, 12, 2, 64, 64}, {1, 700, 16, 1, 40, 32},
       {8, 1000, 4, 2, 17, 9},  {40, 300, 4, 2, 32, 32},    {1, 129, 3, 1, 8, 8},     {16, 0, 2, 1, 8, 8},
+      {1, 4095, 28, 4, 128, 128}, {5, 600, 32, 4, 64, 64}, {2, 300, 16, 1, 72, 512}, {9, 9000, 6, 2, 32, 32},
   };
-  auto backend = MakeCpuBackend({.n_threads = 2});
-  ASSERT_TRUE(backend.ok());
+  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
+  ASSERT_TRUE(backend.ok()) << backend.status();
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   for (const Case& c : cases) {
-    const int64_t S = c.pos0 + c.T;
-    std::vector<float> q(c.T * c.heads * c.dqk), k(S * c.kv_heads * c.dqk), v(S * c.kv_heads * c.dv);
+    // The cache: S rows of keys, and with the position on the device 37 more that must not be read.
+    const int64_t S = c.pos0 + c.T, rows = position_on_device ? S + 37 : S;
+    std::vector<float> q(c.T * c.heads * c.dqk), k(rows * c.kv_heads * c.dqk), v(rows * c.kv_heads * c.dv);
     for (auto* vec : {&q, &k, &v})
       for (auto& x : *vec) x = normal(rng);
+    std::fill(k.begin() + S * c.kv_heads * c.dqk, k.end(), 1e4f);
+    std::fill(v.begin() + S * c.kv_heads * c.dv, v.end(), 1e4f);
     auto tq = (*backend)->Alloc(DType::kF32, c.T, c.heads * c.dqk);
-    auto tk = (*backend)->Alloc(DType::kF32, S, c.kv_heads * c.dqk);
-    auto tv = (*backend)->Alloc(DType::kF32, S, c.kv_heads * c.dv);
+    auto tk = (*backend)->Alloc(DType::kF32, rows, c.kv_heads * c.dqk);
+    auto tv = (*backend)->Alloc(DType::kF32, rows, c.kv_heads * c.dv);
     auto to = (*backend)->Alloc(DType::kF32, c.T, c.heads * c.dv);
     ASSERT_TRUE(tq.ok() && tk.ok() && tv.ok() && to.ok());
     ASSERT_TRUE((*backend)->Upload(q.data(), *tq).ok() && (*backend)->Upload(k.data(), *tk).ok() &&
                 (*backend)->Upload(v.data(), *tv).ok());
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.dqk));
+    Position position(c.pos0);
+    if (position_on_device) {
+      auto pos = (*backend)->Alloc(DType::kI32, 1, 1);
+      const int32_t pos0 = static_cast<int32_t>(c.pos0);
+      ASSERT_TRUE(pos.ok() && (*backend)->Upload(&pos0, *pos).ok());
+      position.device = *pos;
+    }
     const AttentionShape shape{.n_heads = c.heads, .n_kv_heads = c.kv_heads, .head_dim_qk = c.dqk,
-                               .head_dim_v = c.dv, .scale = scale, .position = c.pos0};
+                               .head_dim_v = c.dv, .scale = scale, .position = position};
     ASSERT_TRUE((*backend)->Attention(*tq, *tk, *tv, shape, *to).ok());
     std::vector<float> out(c.T * c.heads * c.dv);
     ASSERT_TRUE((*backend)->Download(*to, out.data()).ok());
@@ -69,5 +91,13 @@ TEST(CpuAttention, MatchesAnF64Reference) {
   }
 }
 
+INSTANTIATE_TEST_SUITE_P(Backends, Attention,
+                         ::testing::Values(std::make_tuple(kTargets[0], false), std::make_tuple(kTargets[1], false),
+                                           std::make_tuple(kTargets[1], true)),
+                         [](const ::testing::TestParamInfo<std::tuple<Target, bool>>& param) {
+                           return std::string(std::get<0>(param.param).name) +
+                                  (std::get<1>(param.param) ? "_position_on_device" : "");
+                         });
+
 }  // namespace
-}  // namespace ds
+}  // namespace ds::testing
