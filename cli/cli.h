@@ -14,6 +14,7 @@ struct CommonOptions {
   std::string model_dir;
   ds_backend backend = DS_BACKEND_CPU;
   int threads = 0;
+  int device = 0;  // CUDA device ordinal
   uint32_t n_ctx = 4096;
   float temperature = -1;  // < 0: the model's generation_config.json, else greedy
   int top_k = 0;

@@ -53,6 +53,7 @@ void ShowProgress(void*, uint64_t done, uint64_t total, const char* stage) {
 const char* CommonHelp() {
   return R"(  -m, --model DIR        Hugging Face model folder (config.json, *.safetensors, tokenizer.json)
   --backend cpu|cuda|auto  compute backend (default cpu)
+  --device N             CUDA device (default 0)
   -t, --threads N        CPU threads (default: all cores)
   --weights FORMAT       f32 (exact, default), bf16 (half the bytes per token), or int8 / int4
                          (llama.cpp's Q8_0 / Q4_0 blocks: 8.5 / 4.5 bits per weight, CPU only)
@@ -94,6 +95,9 @@ bool ParseCommon(int argc, char** argv, int first, CommonOptions& o, std::vector
         std::fprintf(stderr, "ds: --backend is cpu, cuda or auto, not '%s'\n", b.c_str());
         return false;
       }
+    } else if (a == "--device") {
+      if (!value(v)) return false;
+      o.device = static_cast<int>(v);
     } else if (a == "-t" || a == "--threads") {
       if (!value(v)) return false;
       o.threads = static_cast<int>(v);
@@ -183,6 +187,7 @@ ds_engine* OpenEngine(const CommonOptions& o) {
   ds_engine_options_init(&eo);
   eo.backend = o.backend;
   eo.n_threads = o.threads;
+  eo.device = o.device;
   eo.weight_format = o.weight_format;
   eo.compute_dtype = o.compute;
   if (!o.quiet) eo.progress = ShowProgress;

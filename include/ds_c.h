@@ -93,6 +93,9 @@ typedef struct ds_engine_options {
   ds_progress_callback progress;   /* default NULL: no progress reports */
   void* progress_user_data;
   int32_t weight_format;           /* a ds_weight_format; default DS_WEIGHTS_F32 */
+  int32_t device;                  /* the CUDA device (ordinal, as nvidia-smi lists them) for
+                                      DS_BACKEND_CUDA and AUTO; default 0. Added in 0.1 without a
+                                      size change: it sits in what was the struct's tail padding. */
 } ds_engine_options;
 
 typedef enum ds_weight_format {

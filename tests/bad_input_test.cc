@@ -233,6 +233,15 @@ TEST_F(SessionBadInput, NullPointersAndBadOptions) {
   ds_engine_options_init(&eo);
   eo.n_threads = -2;
   EXPECT_EQ(ds_engine_open(FixturePath("qwen2_tiny").c_str(), &eo, &e), DS_ERR_INVALID_ARGUMENT);
+  ds_engine_options_init(&eo);
+  eo.backend = DS_BACKEND_CUDA;
+  eo.device = -1;
+  EXPECT_EQ(ds_engine_open(FixturePath("qwen2_tiny").c_str(), &eo, &e), DS_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ds_last_error()).find("device must be >= 0"), std::string::npos) << ds_last_error();
+  // A device past those present: no plugin, no driver, or too few devices, but never an engine.
+  eo.device = 1000;
+  EXPECT_NE(ds_engine_open(FixturePath("qwen2_tiny").c_str(), &eo, &e), DS_OK);
+  EXPECT_EQ(e, nullptr);
 }
 
 // An older caller's smaller option struct still works: the rest keep their defaults.

@@ -170,6 +170,8 @@ ds_status ds_engine_open(const char* model_dir, const ds_engine_options* options
         return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_engine_open: unknown compute_dtype ", static_cast<int>(o.compute_dtype)));
     }
     eo.n_threads = o.n_threads;
+    if (o.device < 0) return Fail(DS_ERR_INVALID_ARGUMENT, absl::StrCat("ds_engine_open: device must be >= 0, got ", o.device));
+    eo.device = o.device;
     switch (o.weight_format) {
       case DS_WEIGHTS_F32: eo.weight_dtype = ds::DType::kF32; break;
       case DS_WEIGHTS_BF16: eo.weight_dtype = ds::DType::kBF16; break;

@@ -45,7 +45,7 @@ namespace Ds
         public struct EngineOptions
         {
             public uint struct_size; public int backend; public int n_threads; public int compute_dtype;
-            public IntPtr progress; public IntPtr progress_user_data; public int weight_format;
+            public IntPtr progress; public IntPtr progress_user_data; public int weight_format; public int device;
         }
 
         [StructLayout(LayoutKind.Sequential)]
@@ -169,7 +169,9 @@ namespace Ds
 
         /// <param name="weights">how weight matrices are stored (F32: exact)</param>
         /// <param name="backend">where the model runs</param>
-        public Engine(string modelDir, int threads = 0, WeightFormat weights = WeightFormat.F32, Backend backend = Backend.Cpu)
+        /// <param name="device">the CUDA device (ordinal) for Backend.Cuda and Backend.Auto</param>
+        public Engine(string modelDir, int threads = 0, WeightFormat weights = WeightFormat.F32, Backend backend = Backend.Cpu,
+                      int device = 0)
         {
             if (Native.ds_version() != Native.ApiVersion)
                 throw new DsException(Status.Unsupported, $"libds has ABI version {Native.ds_version()}, this binding needs {Native.ApiVersion}");
@@ -178,6 +180,7 @@ namespace Ds
             o.n_threads = threads;
             o.weight_format = (int)weights;
             o.backend = (int)backend;
+            o.device = device;
             Native.Check(Native.ds_engine_open(Native.Utf8Z(modelDir), ref o, out IntPtr p));
             Handle.Set(p);
         }

@@ -86,6 +86,19 @@ static class Tests
         }
     }
 
+    static void TheDeviceReachesTheLibrary()
+    {
+        try
+        {
+            new Engine(Fixture("qwen2_tiny"), backend: Backend.Cuda, device: -1).Dispose();
+            Assert(false, "device -1 must fail");
+        }
+        catch (DsException e)
+        {
+            Assert(e.Message.Contains("device must be >= 0"), e.Message);
+        }
+    }
+
     static void QuantizedWeightsReachTheLibrary()
     {
         // int4 on CUDA is refused by libds itself, naming why.
@@ -182,7 +195,8 @@ static class Tests
             { "StreamingStopsWhenAsked", StreamingStopsWhenAsked }, { "ThrowingCallbackIsAnError", ThrowingCallbackIsAnError },
             { "CancelFromAnotherThread", CancelFromAnotherThread }, { "ErrorsAndDisposedHandles", ErrorsAndDisposedHandles },
             { "ChatTemplate", ChatTemplate }, { "Bf16WeightsOption", Bf16WeightsOption },
-            { "QuantizedWeightsReachTheLibrary", QuantizedWeightsReachTheLibrary } };
+            { "QuantizedWeightsReachTheLibrary", QuantizedWeightsReachTheLibrary },
+            { "TheDeviceReachesTheLibrary", TheDeviceReachesTheLibrary } };
         int passed = 0, failed = 0;
         foreach (var test in tests)
         {

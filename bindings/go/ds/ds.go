@@ -81,6 +81,7 @@ type EngineOptions struct {
 	Backend Backend // 0 means CPU
 	Threads int
 	Weights WeightFormat // how weight matrices are stored; 0 means f32 (exact)
+	Device  int          // the CUDA device (ordinal) for BackendCUDA and BackendAuto; 0 by default
 }
 
 // WeightFormat is ds_weight_format: fewer bytes per weight read per token, for some accuracy.
@@ -112,6 +113,7 @@ func Open(dir string, opts *EngineOptions) (*Engine, error) {
 		}
 		o.n_threads = C.int32_t(opts.Threads)
 		o.weight_format = C.int32_t(opts.Weights)
+		o.device = C.int32_t(opts.Device)
 	}
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))

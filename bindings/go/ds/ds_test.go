@@ -115,6 +115,13 @@ func TestTokenizeGenerateAndSpeculative(t *testing.T) {
 	}
 }
 
+func TestTheDeviceReachesTheLibrary(t *testing.T) {
+	_, err := Open(fixture("qwen2_tiny"), &EngineOptions{Backend: BackendCUDA, Device: -1})
+	if err == nil || !strings.Contains(err.Error(), "device must be >= 0") {
+		t.Fatalf("device -1: %v, want a refusal", err)
+	}
+}
+
 func TestQuantizedWeightsReachTheLibrary(t *testing.T) {
 	// int4 on CUDA is refused by libds itself, naming why.
 	_, err := Open(fixture("qwen2_tiny"), &EngineOptions{Backend: BackendCUDA, Weights: WeightsInt4})

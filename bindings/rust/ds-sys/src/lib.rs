@@ -69,6 +69,7 @@ pub struct ds_engine_options {
     pub progress: ds_progress_callback,
     pub progress_user_data: *mut c_void,
     pub weight_format: i32,
+    pub device: i32,
 }
 
 #[repr(C)]

@@ -86,6 +86,8 @@ pub struct EngineOptions {
     pub threads: i32,
     /// How weight matrices are stored (f32 by default: exact).
     pub weights: WeightFormat,
+    /// The CUDA device (ordinal) for `Backend::Cuda` and `Backend::Auto`; 0 by default.
+    pub device: i32,
 }
 
 /// `ds_weight_format`: fewer bytes per weight read per token, for some accuracy.
@@ -104,7 +106,7 @@ pub enum WeightFormat {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { backend: Backend::Cpu, threads: 0, weights: WeightFormat::F32 }
+        EngineOptions { backend: Backend::Cpu, threads: 0, weights: WeightFormat::F32, device: 0 }
     }
 }
 
@@ -169,6 +171,7 @@ impl Engine {
             Backend::Cuda => sys::DS_BACKEND_CUDA,
         };
         o.n_threads = options.threads;
+        o.device = options.device;
         o.weight_format = match options.weights {
             WeightFormat::F32 => sys::DS_WEIGHTS_F32,
             WeightFormat::Bf16 => sys::DS_WEIGHTS_BF16,

@@ -121,6 +121,13 @@ fn quantized_weights_reach_the_library() {
 }
 
 #[test]
+fn the_device_reaches_the_library() {
+    let options = ds::EngineOptions { backend: ds::Backend::Cuda, device: -1, ..Default::default() };
+    let err = ds::Engine::open(fixtures().join("qwen2_tiny"), &options).err().expect("device -1 must fail");
+    assert!(err.to_string().contains("device must be >= 0"), "{err}");
+}
+
+#[test]
 fn streaming_stops_when_asked() {
     let engine = open("deepseek_v3_vocab_bf16");
     let mut session = engine.session(&Default::default()).unwrap();
