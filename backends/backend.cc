@@ -52,17 +52,6 @@ absl::Status Backend::WriteRows(const Tensor& src, const Tensor& dst, const Posi
   return Copy(src, dst.Rows(at.pos0, src.rows));
 }
 
-absl::Status Backend::Argmax(const Tensor& x, const Tensor& ids) {
-  std::vector<float> row(static_cast<size_t>(x.cols));
-  std::vector<int32_t> best(static_cast<size_t>(x.rows), 0);
-  for (int64_t r = 0; r < x.rows; ++r) {
-    if (absl::Status s = Download(x.Rows(r, 1), row.data()); !s.ok()) return s;
-    for (int64_t i = 1; i < x.cols; ++i)
-      if (row[i] > row[best[r]]) best[r] = static_cast<int32_t>(i);
-  }
-  return Upload(best.data(), ids);
-}
-
 absl::Status Backend::BeginRecording() {
   return absl::UnimplementedError(absl::StrCat(name(), ": this backend cannot record passes"));
 }

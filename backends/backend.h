@@ -138,7 +138,7 @@ class Backend {
   // ids [1, x.rows] i32: per row of x [rows, cols], the index of its largest value, the first on
   // ties, NaN never chosen past index 0 (as core/sampling's Argmax): greedy decoding's choice
   // without the logits leaving the backend.
-  virtual absl::Status Argmax(const Tensor& x, const Tensor& ids);
+  virtual absl::Status Argmax(const Tensor& x, const Tensor& ids) = 0;
 
   // Recording (CUDA graphs). Between BeginRecording and EndRecording the ops that the calling
   // thread issues are recorded instead of run, and the recording replays them, in the order of

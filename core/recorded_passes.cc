@@ -16,16 +16,7 @@ constexpr size_t kMaxPasses = 8;
 
 }  // namespace
 
-RecordedPasses::Output RecordedPasses::Forward(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at,
-                                               bool all_logits) const {
-  Output out;
-  out.hidden = model_.Forward(ops, ids, cache, at);
-  out.logits = model_.LmHead(ops, all_logits || !ops.ok() ? out.hidden : out.hidden.Rows(out.hidden.rows - 1, 1));
-  if (!all_logits) out.argmax = ops.Argmax(out.logits);
-  return out;
-}
-
-absl::StatusOr<RecordedPasses::Output> RecordedPasses::Run(absl::Span<const int32_t> ids, int64_t pos0,
+absl::StatusOr<PassOutput> RecordedPasses::Run(absl::Span<const int32_t> ids, int64_t pos0,
                                                            KvCache& cache, bool all_logits) {
   const int64_t n = static_cast<int64_t>(ids.size());
   if (pos0 + n > std::numeric_limits<int32_t>::max())
@@ -47,7 +38,7 @@ absl::StatusOr<RecordedPasses::Output> RecordedPasses::Run(absl::Span<const int3
   if (!pass.recording && pass.ran_once) {
     if (backend_.BeginRecording().ok()) {
       Ops ops(backend_);
-      Output out = Forward(ops, tokens, cache, at, all_logits);
+      PassOutput out = model_.ForwardPass(ops, tokens, cache, at, all_logits);
       auto recording = backend_.EndRecording();
       if (ops.ok() && recording.ok()) {
         pass.recording = *std::move(recording);
@@ -65,7 +56,7 @@ absl::StatusOr<RecordedPasses::Output> RecordedPasses::Run(absl::Span<const int3
   }
   pass.ran_once = true;
   Ops ops(backend_);
-  Output out = Forward(ops, tokens, cache, at, all_logits);
+  PassOutput out = model_.ForwardPass(ops, tokens, cache, at, all_logits);
   DS_RETURN_IF_ERROR(ops.status());
   return out;
 }

@@ -30,13 +30,9 @@ class RecordedPasses {
   // Whether Run takes a pass of n tokens.
   bool Takes(int64_t n) const { return backend_.CanRecord() && !failed_ && n >= 1 && n <= kMaxRows; }
 
-  // The hidden states [n, hidden] and logits ([n, vocab] with all_logits, else the last row's,
-  // and then its argmax, [1, 1] i32) of ids at positions pos0.., written into the cache, which
-  // holds pos0 + n rows. The tensors are the recording's: valid until its next replay.
-  struct Output {
-    Tensor hidden, logits, argmax;
-  };
-  absl::StatusOr<Output> Run(absl::Span<const int32_t> ids, int64_t pos0, KvCache& cache, bool all_logits);
+  // Model::ForwardPass of ids at positions pos0.., written into the cache, which holds pos0 + n
+  // rows. The tensors are the recording's: valid until its next replay.
+  absl::StatusOr<PassOutput> Run(absl::Span<const int32_t> ids, int64_t pos0, KvCache& cache, bool all_logits);
 
   int64_t n_recorded() const { return n_recorded_; }
   int64_t n_replayed() const { return n_replayed_; }
@@ -47,9 +43,8 @@ class RecordedPasses {
     Tensor inputs;  // [1, n + 1] i32: the tokens, then pos0
     bool ran_once = false;
     std::unique_ptr<Backend::Recording> recording;
-    Output output;
+    PassOutput output;
   };
-  Output Forward(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at, bool all_logits) const;
 
   Backend& backend_;
   const Model& model_;

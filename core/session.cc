@@ -58,27 +58,23 @@ absl::Status Session::Forward(absl::Span<const int32_t> ids, bool keep_all_logit
   const int64_t n = static_cast<int64_t>(ids.size()), pos0 = n_tokens();
   const int64_t V = n_vocab(), H = engine_->config().hidden_size;
   DS_RETURN_IF_ERROR(cache_.Reserve(pos0 + n, pos0));
-  Tensor hidden, logits, argmax;
+  PassOutput out;
   if (recorded_.Takes(n)) {
-    DS_ASSIGN_OR_RETURN(RecordedPasses::Output out, recorded_.Run(ids, pos0, cache_, keep_all_logits));
-    hidden = out.hidden;
-    logits = out.logits;
-    argmax = out.argmax;
+    DS_ASSIGN_OR_RETURN(out, recorded_.Run(ids, pos0, cache_, keep_all_logits));
   } else {
     Ops ops(engine_->backend());
-    hidden = model.Forward(ops, ops.Tokens(ids.data(), n), cache_, pos0);
-    logits = model.LmHead(ops, keep_all_logits || !ops.ok() ? hidden : hidden.Rows(n - 1, 1));
+    out = model.ForwardPass(ops, ops.Tokens(ids.data(), n), cache_, pos0, keep_all_logits);
     DS_RETURN_IF_ERROR(ops.status());
   }
-  const size_t hidden_at = hidden_.size(), logits_at = logits_.size();
+  const size_t hidden_at = hidden_.size(), logits_at = logits_.host.size();
   hidden_.resize(hidden_at + static_cast<size_t>(n * H));
-  logits_.resize(logits_at + static_cast<size_t>(logits.rows * V));
-  DS_RETURN_IF_ERROR(engine_->backend().Download(hidden, hidden_.data() + hidden_at));
-  if (argmax.valid() && logits_at == 0) {  // one row, left on the backend until read
-    DS_RETURN_IF_ERROR(engine_->backend().Download(argmax, &argmax_));
-    logits_on_backend_ = logits;
+  logits_.host.resize(logits_at + static_cast<size_t>(out.logits.rows * V));
+  DS_RETURN_IF_ERROR(engine_->backend().Download(out.hidden, hidden_.data() + hidden_at));
+  if (out.argmax.valid()) {  // the last row only (AppendImpl cleared the rest): left on the backend until read
+    DS_RETURN_IF_ERROR(engine_->backend().Download(out.argmax, &logits_.argmax));
+    logits_.on_backend = out.logits;
   } else {
-    DS_RETURN_IF_ERROR(engine_->backend().Download(logits, logits_.data() + logits_at));
+    DS_RETURN_IF_ERROR(engine_->backend().Download(out.logits, logits_.host.data() + logits_at));
   }
   tokens_.insert(tokens_.end(), ids.begin(), ids.end());
   ++version_;
@@ -94,26 +90,22 @@ absl::Status Session::Append(absl::Span<const int32_t> ids) {
 absl::Status Session::Score(absl::Span<const int32_t> ids) { return AppendImpl(ids, /*keep_all_logits=*/true); }
 
 void Session::FetchLogits() const {
-  if (!logits_on_backend_.valid()) return;
-  if (!engine_->backend().Download(logits_on_backend_, logits_.data()).ok())
-    std::fill(logits_.begin(), logits_.end(), std::numeric_limits<float>::quiet_NaN());
-  logits_on_backend_ = Tensor{};
+  if (!logits_.on_backend.valid()) return;
+  if (!engine_->backend().Download(logits_.on_backend, logits_.host.data()).ok())
+    std::fill(logits_.host.begin(), logits_.host.end(), std::numeric_limits<float>::quiet_NaN());
+  logits_.on_backend = Tensor{};
 }
 
-void Session::ClearLogits() {
-  logits_.clear();
-  logits_on_backend_ = Tensor{};
-  argmax_ = -1;
-}
+void Session::ClearLogits() { logits_ = Logits{}; }
 
 void Session::Commit(int64_t n_tokens, int64_t row) {
   FetchLogits();
-  argmax_ = -1;
+  logits_.argmax = -1;
   ++version_;
   const size_t V = static_cast<size_t>(n_vocab()), H = static_cast<size_t>(engine_->config().hidden_size);
   tokens_.resize(static_cast<size_t>(n_tokens));
-  logits_.erase(logits_.begin(), logits_.begin() + static_cast<std::ptrdiff_t>(row * V));
-  logits_.resize(V);
+  logits_.host.erase(logits_.host.begin(), logits_.host.begin() + static_cast<std::ptrdiff_t>(row * V));
+  logits_.host.resize(V);
   hidden_.resize(static_cast<size_t>(row + 1) * H);
 }
 
@@ -136,9 +128,8 @@ absl::Status Session::AppendImpl(absl::Span<const int32_t> ids, bool keep_all_lo
                                          " of n_ctx = ", n_ctx_));
   // Run in chunks; on failure, roll back to where we started.
   const int64_t start = n_tokens();
-  std::vector<float> old_logits = std::move(logits_), old_hidden = std::move(hidden_);
-  Tensor old_logits_on_backend = std::move(logits_on_backend_);
-  const int32_t old_argmax = argmax_;
+  Logits old_logits = std::move(logits_);
+  std::vector<float> old_hidden = std::move(hidden_);
   ClearLogits();
   hidden_.clear();
   for (size_t at = 0; at < ids.size(); at += kPrefillChunk) {
@@ -150,8 +141,6 @@ absl::Status Session::AppendImpl(absl::Span<const int32_t> ids, bool keep_all_lo
     if (!s.ok()) {
       tokens_.resize(static_cast<size_t>(start));
       logits_ = std::move(old_logits);
-      logits_on_backend_ = std::move(old_logits_on_backend);
-      argmax_ = old_argmax;
       hidden_ = std::move(old_hidden);
       return s;
     }
@@ -170,7 +159,7 @@ absl::StatusOr<int32_t> Session::NextToken() {
     return token;
   }
   if (!has_logits()) return absl::FailedPreconditionError("no logits yet: append a prompt first");
-  const int32_t token = sampler_.greedy() && argmax_ >= 0 ? argmax_ : sampler_.Sample(logits(), n_vocab());
+  const int32_t token = sampler_.greedy() && logits_.argmax >= 0 ? logits_.argmax : sampler_.Sample(logits(), n_vocab());
   DS_RETURN_IF_ERROR(Append({&token, 1}));
   return token;
 }

@@ -77,16 +77,16 @@ class Session {
   int64_t n_tokens() const { return static_cast<int64_t>(tokens_.size()); }
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_vocab() const { return engine_->config().vocab_size; }
-  bool has_logits() const { return !logits_.empty(); }
+  bool has_logits() const { return !logits_.host.empty(); }
   // Logits of the last appended token.
   const float* logits() const {
     FetchLogits();
-    return logits_.data() + logits_.size() - n_vocab();
+    return logits_.host.data() + logits_.host.size() - n_vocab();
   }
   // With logits_all, every position of the last Append: [rows, vocab].
   const std::vector<float>& all_logits() const {
     FetchLogits();
-    return logits_;
+    return logits_.host;
   }
   // Final hidden states (after the model's last norm) of the last Append: [rows, hidden].
   const std::vector<float>& hidden() const { return hidden_; }
@@ -100,9 +100,15 @@ class Session {
   // One forward pass over ids at the current position; appends logits/hidden rows.
   absl::Status Forward(absl::Span<const int32_t> ids, bool keep_all_logits);
   absl::Status AppendImpl(absl::Span<const int32_t> ids, bool keep_all_logits);
-  // A replayed pass leaves its logits on the backend, with their argmax computed there: greedy
-  // decoding needs no more, so the vocabulary's worth of floats crosses to the host only when
-  // something reads them. On a failed download they read as NaN.
+  // The last Append's logits. A pass that keeps only its last row leaves that row on the backend,
+  // with the argmax computed there: greedy decoding needs no more, so the vocabulary's worth of
+  // floats crosses to the host only when something reads them (FetchLogits; on a failed download
+  // they read as NaN).
+  struct Logits {
+    std::vector<float> host;  // sized; filled from on_backend when that is valid
+    Tensor on_backend;
+    int32_t argmax = -1;  // of the last row, where the backend computed it, else -1
+  };
   void FetchLogits() const;
   void ClearLogits();
 
@@ -113,9 +119,7 @@ class Session {
   RecordedPasses recorded_;
   Sampler sampler_;
   std::vector<int32_t> tokens_;
-  mutable std::vector<float> logits_;  // sized; filled from logits_on_backend_ when that is valid
-  mutable Tensor logits_on_backend_;
-  int32_t argmax_ = -1;  // of the last logits row, where the backend computed it, else -1
+  mutable Logits logits_;
   std::vector<float> hidden_;
   std::atomic<bool> cancel_{false};
   uint64_t version_ = 0;

@@ -71,6 +71,7 @@ class FailingBackend final : public Backend {
     return inner_->Embedding(table, ids, y);
   }
   absl::Status Copy(const Tensor& src, const Tensor& dst) override { return inner_->Copy(src, dst); }
+  absl::Status Argmax(const Tensor& x, const Tensor& ids) override { return inner_->Argmax(x, ids); }
   absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim, const RopeTable& table,
                     RopeLayout layout, const Position& at) override {
     return inner_->Rope(x, n_heads, head_stride, rot_dim, table, layout, at);

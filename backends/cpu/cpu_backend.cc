@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/model/dtype.h"
 #include "core/model/quant.h"
+#include "core/sampling/sampler.h"
 #include "core/status.h"
 
 namespace ds {
@@ -71,6 +72,11 @@ absl::Status CpuBackend::Download(const Tensor& src, void* host) {
 absl::Status CpuBackend::Copy(const Tensor& src, const Tensor& dst) {
   const size_t row_bytes = RowBytes(src.dtype, src.cols);
   for (int64_t r = 0; r < src.rows; ++r) std::memmove(dst.Rows(r, 1).data, src.Rows(r, 1).data, row_bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Argmax(const Tensor& x, const Tensor& ids) {
+  for (int64_t r = 0; r < x.rows; ++r) ids.ptr<int32_t>()[r] = ds::Argmax(x.ptr<float>() + r * x.stride, x.cols);
   return absl::OkStatus();
 }
 

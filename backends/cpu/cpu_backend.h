@@ -26,6 +26,7 @@ class CpuBackend final : public Backend {
   absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) override;
   absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
   absl::Status Copy(const Tensor& src, const Tensor& dst) override;
+  absl::Status Argmax(const Tensor& x, const Tensor& ids) override;
   absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
                     const RopeTable& table, RopeLayout layout, const Position& at) override;
   absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,

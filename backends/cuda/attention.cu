@@ -24,12 +24,12 @@ __host__ __device__ inline int64_t PartialIndex(int64_t t, int64_t h, int64_t sp
 // (multiples of the chunk) then do not depend on how many query rows a call has, so a position
 // attends with the same arithmetic in a verification pass as in a decode step (up to 8192 keys
 // always; past that unless the two calls straddle a doubling).
+constexpr int64_t kMaxAttentionSplits = 256;
 __host__ __device__ inline int64_t AttentionChunk(int64_t n_keys) {
   int64_t chunk = 32;
-  while ((n_keys + chunk - 1) / chunk > 256) chunk *= 2;
+  while ((n_keys + chunk - 1) / chunk > kMaxAttentionSplits) chunk *= 2;
   return chunk;
 }
-constexpr int64_t kMaxAttentionSplits = 256;  // AttentionChunk's bound
 
 // The keys of the pass's last row (pos0 + T) and the splits that cover them.
 struct KeySplits {

@@ -2,6 +2,14 @@
 
 namespace ds {
 
+PassOutput Model::ForwardPass(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at, bool all_logits) const {
+  PassOutput out;
+  out.hidden = Forward(ops, ids, cache, at);
+  out.logits = LmHead(ops, all_logits || !ops.ok() ? out.hidden : out.hidden.Rows(out.hidden.rows - 1, 1));
+  if (!all_logits) out.argmax = ops.Argmax(out.logits);
+  return out;
+}
+
 Tensor Model::MtpForward(Ops& ops, const Tensor&, const Tensor&, KvCache&, const Position&, Tensor*) const {
   // Callers check n_mtp_layers() first; reaching here is a bug, reported as such.
   ops.New(-1, 0);

@@ -13,6 +13,13 @@
 
 namespace ds {
 
+// What a forward pass leaves on the backend: the final hidden states [n, hidden], the logits of
+// every row (all_logits) or of the last one, and then that row's argmax ([1, 1] i32: greedy
+// decoding's choice, so the logits need not leave the backend).
+struct PassOutput {
+  Tensor hidden, logits, argmax;
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -27,6 +34,8 @@ class Model {
   virtual Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at) const = 0;
   // Logits [rows, vocab] of hidden states.
   virtual Tensor LmHead(Ops& ops, const Tensor& hidden) const = 0;
+  // Forward, LmHead and, for the last row alone, the argmax.
+  PassOutput ForwardPass(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at, bool all_logits) const;
 
   // DeepSeek's next-token-prediction (MTP) layers; 0 where the checkpoint has none.
   virtual int64_t n_mtp_layers() const { return 0; }
