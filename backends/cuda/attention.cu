@@ -85,6 +85,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionSplitKernel(Attentio
   float* warp_ml = smem + a.head_dim_qk;                  // [kAttnWarps][2]
   float* warp_acc = warp_ml + 2 * kAttnWarps;             // [kAttnWarps][head_dim_v]
   const int64_t h = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
+  WaitForPreviousKernels();
   const KeySplits ks = ActiveSplits(a);
   if (split >= ks.splits) return;  // a launch sized for more keys than this pass has
   const int64_t chunk = ks.chunk;
@@ -172,10 +173,12 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionSplitKernel(Attentio
 }
 
 __global__ void AttentionCombineKernel(AttentionArgs a, int64_t splits, const float* partials) {
+  WaitForPreviousKernels();
   CombineSplits(a, splits, partials, blockIdx.y, blockIdx.x, ActiveSplits(a).splits);
 }
 
 __global__ void CausalSoftmaxKernel(float* scores, int64_t T, int64_t S, int64_t pos0, int64_t t0) {
+  WaitForPreviousKernels();
   const int64_t row = blockIdx.x, t = row % T;
   float* r = scores + row * S;
   const int64_t n = min(S, pos0 + t0 + t + 1);
@@ -217,17 +220,14 @@ cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* 
   const size_t smem = (a.head_dim_qk + 2 * kAttnWarps + kAttnWarps * a.head_dim_v) * sizeof(float);
   if (smem > 48 * 1024) return cudaErrorInvalidValue;
   if (a.T * a.n_heads > n_counters) counters = nullptr;
-  if (a.head_dim_v <= 128) {
-    AttentionSplitKernel<4><<<grid, kAttnWarps * 32, smem, stream>>>(a, splits, partials, counters);
-  } else if (a.head_dim_v <= 256) {
-    AttentionSplitKernel<8><<<grid, kAttnWarps * 32, smem, stream>>>(a, splits, partials, counters);
-  } else {
-    AttentionSplitKernel<16><<<grid, kAttnWarps * 32, smem, stream>>>(a, splits, partials, counters);
-  }
-  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess || counters) return err;
-  AttentionCombineKernel<<<dim3(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T)), 128, 0, stream>>>(
-      a, splits, partials);
-  return cudaGetLastError();
+  auto* kernel = a.head_dim_v <= 128   ? AttentionSplitKernel<4>
+                 : a.head_dim_v <= 256 ? AttentionSplitKernel<8>
+                                       : AttentionSplitKernel<16>;
+  if (cudaError_t err = Launch(kernel, grid, kAttnWarps * 32, smem, stream, a, splits, partials, counters);
+      err != cudaSuccess || counters)
+    return err;
+  return Launch(AttentionCombineKernel, dim3(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T)), 128, 0,
+                stream, a, splits, static_cast<const float*>(partials));
 }
 
 cudaError_t LaunchCausalSoftmax(float* scores, int64_t n_heads, int64_t T, int64_t S, int64_t pos0, int64_t t0,
@@ -235,8 +235,7 @@ cudaError_t LaunchCausalSoftmax(float* scores, int64_t n_heads, int64_t T, int64
   const int64_t rows = n_heads * T;
   if (rows <= 0) return cudaSuccess;
   if (rows > 2147483647) return cudaErrorInvalidValue;
-  CausalSoftmaxKernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(scores, T, S, pos0, t0);
-  return cudaGetLastError();
+  return Launch(CausalSoftmaxKernel, static_cast<unsigned>(rows), 256, 0, stream, scores, T, S, pos0, t0);
 }
 
 }  // namespace ds::cuda

@@ -4,9 +4,72 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 namespace ds::cuda {
+
+// --- programmatic dependent launch -------------------------------------------------------------
+// On Hopper and newer, Launch lets a kernel's blocks start while the kernel ahead of it on the
+// stream drains, so the gaps between the ~300 small kernels of a decode step shrink and a GEMV's
+// weight stream starts during the previous kernel. Every kernel launched by Launch calls
+// WaitForPreviousKernels before it reads anything an earlier kernel wrote or writes anything;
+// before that it may read only what no kernel writes (weights, tables, the pass's position).
+// Once a block is past the wait, the next kernel may start launching: at most one kernel runs
+// ahead, and it holds its blocks at its own wait.
+__device__ __forceinline__ void WaitForPreviousKernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether launches on the current device may overlap (compute capability 9.0 or newer, and
+// DS_CUDA_PDL is not "0": that switch is there to measure what it brings).
+inline bool OverlappedLaunchAllowed() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DS_CUDA_PDL");
+    return !(v && std::string_view(v) == "0");
+  }();
+  static std::atomic<int> capable[64] = {};  // per device: 0 not asked yet, 1 no, 2 yes
+  int device = 0;
+  if (!enabled || cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return false;
+  int known = capable[device].load(std::memory_order_relaxed);
+  if (known == 0) {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) major = 0;
+    known = major >= 9 ? 2 : 1;
+    capable[device].store(known, std::memory_order_relaxed);
+  }
+  return known == 2;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), allowed to overlap the kernel ahead (above);
+// returns the launch's error.
+template <typename... Params, typename... Args>
+cudaError_t Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args... args) {
+  cudaLaunchAttribute overlap;
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &overlap;
+  config.numAttrs = OverlappedLaunchAllowed() ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+  const cudaError_t last = cudaGetLastError();  // clears the launch's error, as <<<>>> + cudaGetLastError did
+  return err != cudaSuccess ? err : last;
+}
+
+// Asks L2 for the 128-byte line at p ahead of its load.
+__device__ __forceinline__ void PrefetchL2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
 
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll

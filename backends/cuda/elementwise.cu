@@ -10,6 +10,7 @@ constexpr int kThreads = 256;
 
 __global__ void RmsNormKernel(const float* x, int64_t xs, const float* w, float eps, float* y, int64_t ys,
                               int64_t cols) {
+  WaitForPreviousKernels();
   const float* xr = x + blockIdx.x * xs;
   float* yr = y + blockIdx.x * ys;
   float sum_sq = 0.0f;
@@ -21,6 +22,7 @@ __global__ void RmsNormKernel(const float* x, int64_t xs, const float* w, float 
 
 __global__ void AddRmsNormKernel(const float* a, int64_t as, const float* b, int64_t bs, const float* w, float eps,
                                  float* sum, int64_t ss, float* normed, int64_t ns, int64_t cols) {
+  WaitForPreviousKernels();
   const float* ar = a + blockIdx.x * as;
   const float* br = b + blockIdx.x * bs;
   float* sr = sum + blockIdx.x * ss;
@@ -46,6 +48,7 @@ __device__ __forceinline__ void TakeBetter(float& best, int64_t& at, float v, in
 __global__ void ArgmaxKernel(const float* x, int64_t xs, int64_t cols, int32_t* ids) {
   __shared__ float warp_best[32];
   __shared__ int64_t warp_at[32];
+  WaitForPreviousKernels();
   const float* r = x + blockIdx.x * xs;
   float best = r[0];
   int64_t at = 0;
@@ -64,6 +67,7 @@ __global__ void ArgmaxKernel(const float* x, int64_t xs, int64_t cols, int32_t* 
 // The element-wise kernels walk a [rows, cols] grid with a grid-stride loop.
 template <typename F>
 __global__ void RowsKernel(int64_t rows, int64_t cols, F f) {
+  WaitForPreviousKernels();
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -73,8 +77,7 @@ __global__ void RowsKernel(int64_t rows, int64_t cols, F f) {
 template <typename F>
 cudaError_t LaunchRows(int64_t rows, int64_t cols, cudaStream_t stream, F f) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
-  RowsKernel<<<Blocks(rows * cols, kThreads, 8192), kThreads, 0, stream>>>(rows, cols, f);
-  return cudaGetLastError();
+  return Launch(RowsKernel<F>, Blocks(rows * cols, kThreads, 8192), kThreads, 0, stream, rows, cols, f);
 }
 
 __global__ void RopeKernel(float* x, int64_t xs, int64_t n_heads, int64_t head_stride, int64_t half,
@@ -89,6 +92,9 @@ __global__ void RopeKernel(float* x, int64_t xs, int64_t n_heads, int64_t head_s
     cos_sin[i] = static_cast<float>(cos(static_cast<double>(angle))) * factor;
     cos_sin[half + i] = static_cast<float>(sin(static_cast<double>(angle))) * factor;
   }
+  // The table needs only the frequencies and the position (written before the pass's first
+  // kernel): it is made while the kernel ahead finishes.
+  WaitForPreviousKernels();
   __syncthreads();
   for (int64_t j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
     const int64_t h = j / half, i = j % half;
@@ -108,9 +114,8 @@ cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const float* w, floa
                           int64_t rows, int64_t cols, cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
   if (rows > 2147483647) return cudaErrorInvalidValue;
-  RmsNormKernel<<<static_cast<unsigned>(rows), cols >= 1024 ? 512 : 128, 0, stream>>>(x, x_stride, w, eps, y,
-                                                                                      y_stride, cols);
-  return cudaGetLastError();
+  return Launch(RmsNormKernel, static_cast<unsigned>(rows), cols >= 1024 ? 512 : 128, 0, stream, x, x_stride, w, eps,
+                y, y_stride, cols);
 }
 
 cudaError_t LaunchAddRmsNorm(const float* a, int64_t as, const float* b, int64_t bs, const float* w, float eps,
@@ -118,9 +123,8 @@ cudaError_t LaunchAddRmsNorm(const float* a, int64_t as, const float* b, int64_t
                              cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
   if (rows > 2147483647) return cudaErrorInvalidValue;
-  AddRmsNormKernel<<<static_cast<unsigned>(rows), cols >= 1024 ? 512 : 128, 0, stream>>>(a, as, b, bs, w, eps, sum, ss,
-                                                                                        normed, ns, cols);
-  return cudaGetLastError();
+  return Launch(AddRmsNormKernel, static_cast<unsigned>(rows), cols >= 1024 ? 512 : 128, 0, stream, a, as, b, bs, w,
+                eps, sum, ss, normed, ns, cols);
 }
 
 cudaError_t LaunchAdd(const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t ys, int64_t rows,
@@ -155,9 +159,8 @@ cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads
   if (rows <= 0 || rot_dim < 2) return cudaSuccess;
   if (rows > 2147483647) return cudaErrorInvalidValue;
   if (rot_dim > 8192) return cudaErrorInvalidValue;  // the cos/sin table in shared memory
-  RopeKernel<<<static_cast<unsigned>(rows), 128, rot_dim * sizeof(float), stream>>>(
-      x, x_stride, n_heads, head_stride, rot_dim / 2, inv_freq, attention_factor, interleaved, pos0, pos0_device);
-  return cudaGetLastError();
+  return Launch(RopeKernel, static_cast<unsigned>(rows), 128, rot_dim * sizeof(float), stream, x, x_stride, n_heads,
+                head_stride, rot_dim / 2, inv_freq, attention_factor, interleaved, pos0, pos0_device);
 }
 
 cudaError_t LaunchWriteRows(const float* x, int64_t xs, int64_t rows, int64_t cols, float* y, int64_t ys,
@@ -172,8 +175,7 @@ cudaError_t LaunchArgmax(const float* x, int64_t x_stride, int64_t rows, int64_t
                          cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
   if (rows > 2147483647) return cudaErrorInvalidValue;
-  ArgmaxKernel<<<static_cast<unsigned>(rows), 1024, 0, stream>>>(x, x_stride, cols, ids);
-  return cudaGetLastError();
+  return Launch(ArgmaxKernel, static_cast<unsigned>(rows), 1024, 0, stream, x, x_stride, cols, ids);
 }
 
 cudaError_t LaunchToBf16(const float* x, int64_t xs, int64_t rows, int64_t cols, uint16_t* y, cudaStream_t stream) {

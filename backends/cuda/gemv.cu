@@ -85,14 +85,33 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices) * R;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
   float acc[R * kMats * M] = {};  // [(q * kMats + j) * M + r]: weight row q, matrix j, activation row r
-  if (row0 < n) {
-    const W* wr[R][kMats];
+  const W* wr[R][kMats];
 #pragma unroll
-    for (int q = 0; q < R; ++q) {
-      const int64_t row = row0 + q < n ? row0 + q : n - 1;  // past the end: read row n-1, never written
-      wr[q][0] = w + row * ws;
-      if constexpr (kGateUp) wr[q][1] = w2 + row * ws;
+  for (int q = 0; q < R; ++q) {
+    const int64_t row = row0 + q < n ? row0 + q : n - 1;  // past the end: read row n-1, never written
+    wr[q][0] = w + row * ws;
+    if constexpr (kGateUp) wr[q][1] = w2 + row * ws;
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The weights never change: start their stream while the kernel ahead finishes. One lane in
+  // each 128-byte line asks for the first chunks (at most one wave of blocks gets here early; two
+  // chunks per lane keep that well within L2).
+  constexpr int kPrefetchChunks = 2;
+  if (kVec && row0 < n && lane % (128 / (8 * sizeof(W))) == 0) {
+#pragma unroll
+    for (int p = 0; p < kPrefetchChunks; ++p) {
+      const int64_t c = start + p * step;
+      if (c < k / 8) {
+#pragma unroll
+        for (int q = 0; q < R; ++q)
+#pragma unroll
+          for (int j = 0; j < kMats; ++j) PrefetchL2(wr[q][j] + c * 8);
+      }
     }
+  }
+#endif
+  WaitForPreviousKernels();
+  if (row0 < n) {
     if constexpr (kVec) {
 #pragma unroll 2
       for (int64_t c = start; c < k / 8; c += step) {
@@ -166,14 +185,9 @@ cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* 
   const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
   if (blocks > 2147483647) return cudaErrorInvalidValue;
   const bool vec = Vectorizable(w, ws, k) && Vectorizable(x, xs, k) && (!kGateUp || Vectorizable(w2, ws, k));
-  if (vec) {
-    GemvKernel<W, M, R, true, kGateUp><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(
-        x, xs, static_cast<int>(m), w, w2, ws, n, k, bias, y, ys, slices);
-  } else {
-    GemvKernel<W, M, R, false, kGateUp><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(
-        x, xs, static_cast<int>(m), w, w2, ws, n, k, bias, y, ys, slices);
-  }
-  return cudaGetLastError();
+  return Launch(vec ? GemvKernel<W, M, R, true, kGateUp> : GemvKernel<W, M, R, false, kGateUp>,
+                static_cast<unsigned>(blocks), kWarps * 32, 0, stream, x, xs, static_cast<int>(m), w, w2, ws, n, k,
+                bias, y, ys, slices);
 }
 
 template <typename W, bool kGateUp>
@@ -198,6 +212,7 @@ __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __re
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices;
   const int64_t pair = blockIdx.y, t = pair / top_k, j = pair % top_k;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
+  WaitForPreviousKernels();
   const int32_t id = ids[t * ids_stride + j];
   const bool valid = row < e.inter && id >= 0 && id < e.n_experts;
   float acc[2] = {0.0f, 0.0f};
@@ -222,6 +237,7 @@ __global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __rest
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices;
   const int64_t t = blockIdx.y;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
+  WaitForPreviousKernels();
   float acc[1] = {0.0f};
   if (row < e.hidden) {
     for (int64_t j = 0; j < top_k; ++j) {
@@ -249,23 +265,16 @@ cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t*
   // in a verification pass as in a decode step.
   const int up_slices = SlicesFor(e.inter, sm_count);
   const dim3 up_grid(Blocks(e.inter, kWarps / up_slices, 2147483647), static_cast<unsigned>(pairs));
-  if (vec_up) {
-    MoeGateUpKernel<W, true><<<up_grid, kWarps * 32, 0, stream>>>(x, xs, ids, ids_stride, top_k, e, h, up_slices);
-  } else {
-    MoeGateUpKernel<W, false><<<up_grid, kWarps * 32, 0, stream>>>(x, xs, ids, ids_stride, top_k, e, h, up_slices);
-  }
-  if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  if (cudaError_t err = Launch(vec_up ? MoeGateUpKernel<W, true> : MoeGateUpKernel<W, false>, up_grid, kWarps * 32, 0,
+                               stream, x, xs, ids, ids_stride, top_k, e, h, up_slices);
+      err != cudaSuccess)
+    return err;
   const bool vec_down = e.down_stride % 8 == 0 && e.inter % 8 == 0;  // h rows are inter apart
   const int down_slices = SlicesFor(e.hidden, sm_count);
   const dim3 down_grid(Blocks(e.hidden, kWarps / down_slices, 2147483647), static_cast<unsigned>(T));
-  if (vec_down) {
-    MoeDownKernel<W, true><<<down_grid, kWarps * 32, 0, stream>>>(h, ids, ids_stride, weights, weights_stride, top_k,
-                                                                  e, out, out_stride, down_slices);
-  } else {
-    MoeDownKernel<W, false><<<down_grid, kWarps * 32, 0, stream>>>(h, ids, ids_stride, weights, weights_stride,
-                                                                   top_k, e, out, out_stride, down_slices);
-  }
-  return cudaGetLastError();
+  return Launch(vec_down ? MoeDownKernel<W, true> : MoeDownKernel<W, false>, down_grid, kWarps * 32, 0, stream,
+                static_cast<const float*>(h), ids, ids_stride, weights, weights_stride, top_k, e, out, out_stride,
+                down_slices);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ __device__ int64_t TakeBest(const float* v, bool* taken, int64_t n) {
 __global__ void MoeRouteKernel(const float* logits, int64_t ls, int64_t T, int64_t n_experts, const float* correction,
                                int64_t n_group, int64_t topk_group, int64_t top_k, bool norm_topk_prob, float scaling,
                                int32_t* ids, int64_t ids_stride, float* weights, int64_t weights_stride) {
+  WaitForPreviousKernels();
   const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (t >= T) return;
   float scores[kMaxExperts], choice[kMaxExperts], group_score[kMaxGroups];
@@ -74,10 +75,9 @@ cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T
   if (n_experts > kMaxExperts || n_group > kMaxGroups || n_group < 1 || n_experts % n_group != 0 ||
       topk_group > n_group || top_k > n_experts)
     return cudaErrorInvalidValue;
-  MoeRouteKernel<<<Blocks(T, 64, 2147483647), 64, 0, stream>>>(logits, logits_stride, T, n_experts, correction, n_group,
-                                                            topk_group, top_k, norm_topk_prob, routed_scaling_factor,
-                                                            ids, ids_stride, weights, weights_stride);
-  return cudaGetLastError();
+  return Launch(MoeRouteKernel, Blocks(T, 64, 2147483647), 64, 0, stream, logits, logits_stride, T, n_experts,
+                correction, n_group, topk_group, top_k, norm_topk_prob, routed_scaling_factor, ids, ids_stride, weights,
+                weights_stride);
 }
 
 }  // namespace ds::cuda
