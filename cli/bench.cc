@@ -65,8 +65,10 @@ int BenchCommand(int argc, char** argv) {
       return rest[i] == "--help" || rest[i] == "-h" ? 0 : 2;
     }
   }
+  const auto load_start = std::chrono::steady_clock::now();
   ds_engine* engine = OpenEngine(o);
   if (!engine) return 1;
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   ds_model_info info;
   info.struct_size = sizeof info;
   ds_engine_info(engine, &info);
@@ -78,7 +80,8 @@ int BenchCommand(int argc, char** argv) {
     return v[v.size() / 2];
   };
   const double weight_gb = info.weight_bytes / 1e9;
-  std::printf("%s (%s, %.2f GB of weights on %s)\n", o.model_dir.c_str(), info.model_type, weight_gb, info.backend);
+  std::printf("%s (%s, %.2f GB of weights on %s, loaded in %.1f s)\n", o.model_dir.c_str(), info.model_type, weight_gb,
+              info.backend, load_s);
   for (int n_prompt : prompt_lengths) {
     std::mt19937 rng(1);
     std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));

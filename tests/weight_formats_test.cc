@@ -13,8 +13,11 @@
 
 #include "backends/backend.h"
 #include "backends/cpu/cpu_backend.h"
+#include "core/model/config.h"
 #include "core/model/dtype.h"
 #include "core/model/quant.h"
+#include "core/model/safetensors.h"
+#include "core/model/weight_loader.h"
 #include "ds_c.h"
 #include "gtest/gtest.h"
 #include "tests/fixtures.h"
@@ -183,6 +186,71 @@ TEST(Bf16Weights, RoundingIsToNearestEven) {
   EXPECT_EQ(Bf16ToF32(F32ToBf16(1.00390625f)), 1.0f);       // exactly halfway: to even (down)
   EXPECT_EQ(Bf16ToF32(F32ToBf16(1.01171875f)), 1.015625f);  // halfway: to even (up)
   EXPECT_TRUE(std::isnan(Bf16ToF32(F32ToBf16(std::nanf("")))));
+}
+
+// A matrix stored in the checkpoint as the backend keeps it goes up from the mapped file without
+// a float32 copy; its bytes must be those of the converting path (to float32, then narrowed),
+// for single and stacked matrices, and a part stored otherwise sends the stack the converting way.
+TEST(WeightLoader, StoredMatricesUploadAsTheConvertingPathWould) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  auto bf16 = [&](int64_t n) {
+    std::string b(static_cast<size_t>(2 * n), '\0');
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t v = F32ToBf16(normal(rng));
+      std::memcpy(&b[2 * i], &v, 2);
+    }
+    return b;
+  };
+  auto f32 = [&](int64_t n) {
+    std::string b(static_cast<size_t>(4 * n), '\0');
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = normal(rng);
+      std::memcpy(&b[4 * i], &v, 4);
+    }
+    return b;
+  };
+  const int64_t cols = 40;
+  const std::string dir = MakeTempDir("stored-weights");
+  WriteSafetensors(dir + "/model.safetensors", {{"a", "BF16", {3, cols}, bf16(3 * cols)},
+                                                {"b", "BF16", {5, cols}, bf16(5 * cols)},
+                                                {"c", "F32", {2, cols}, f32(2 * cols)}});
+  auto checkpoint = Checkpoint::Open(dir);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  auto made = MakeCpuBackend({.n_threads = 1});
+  ASSERT_TRUE(made.ok()) << made.status();
+  Backend& backend = **made;
+  const ModelConfig config;
+  for (DType dtype : {DType::kBF16, DType::kF32, DType::kQ8_0}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    WeightLoader loader(*checkpoint, config, backend, nullptr, dtype);
+    auto converted = [&](const std::vector<std::pair<std::string, int64_t>>& parts) {
+      std::vector<float> host;
+      int64_t rows = 0;
+      for (const auto& [name, n] : parts) {
+        auto part = loader.ReadF32(name, {n, cols});
+        EXPECT_TRUE(part.ok()) << part.status();
+        host.insert(host.end(), part->begin(), part->end());
+        rows += n;
+      }
+      return *loader.Upload(host, rows, cols, dtype);
+    };
+    auto bytes = [&](const Tensor& t) {
+      std::string b(t.nbytes(), '\0');
+      EXPECT_TRUE(backend.Download(t, b.data()).ok());
+      return b;
+    };
+    for (const auto& parts : std::vector<std::vector<std::pair<std::string, int64_t>>>{
+             {{"a", 3}}, {{"c", 2}}, {{"a", 3}, {"b", 5}}, {{"b", 5}, {"c", 2}, {"a", 3}}}) {
+      auto loaded = parts.size() == 1 ? loader.Matrix(parts[0].first, parts[0].second, cols)
+                                      : loader.StackedMatrix(parts, cols);
+      ASSERT_TRUE(loaded.ok()) << loaded.status();
+      const Tensor expected = converted(parts);
+      ASSERT_EQ(loaded->dtype, expected.dtype);
+      ASSERT_EQ(loaded->rows, expected.rows);
+      EXPECT_EQ(bytes(*loaded), bytes(expected)) << parts[0].first << " and " << parts.size() - 1 << " more";
+    }
+  }
 }
 
 TEST(QuantizedWeights, AreRefusedOnCuda) {

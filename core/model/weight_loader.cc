@@ -21,8 +21,8 @@ void WeightLoader::Report(const TensorEntry& t) {
   if (progress_) progress_(done_bytes_, total_bytes_, "loading weights");
 }
 
-absl::StatusOr<std::vector<float>> WeightLoader::ReadF32(const std::string& name,
-                                                         std::vector<int64_t> shape) {
+absl::StatusOr<const TensorEntry*> WeightLoader::Find(const std::string& name,
+                                                      const std::vector<int64_t>& shape) const {
   const TensorEntry* t = checkpoint_.Find(name);
   if (!t)
     return absl::NotFoundError(absl::StrCat(checkpoint_.dir(), ": tensor '", name,
@@ -34,6 +34,12 @@ absl::StatusOr<std::vector<float>> WeightLoader::ReadF32(const std::string& name
     return FormatError(absl::StrCat(*t->file, ": tensor '", name, "' has dtype ",
                                     StorageTypeName(t->type),
                                     ", expected a float type (F32, BF16, F16, F8_E4M3)"));
+  return t;
+}
+
+absl::StatusOr<std::vector<float>> WeightLoader::ReadF32(const std::string& name,
+                                                         std::vector<int64_t> shape) {
+  DS_ASSIGN_OR_RETURN(const TensorEntry* t, Find(name, shape));
   std::vector<float> out(static_cast<size_t>(t->numel()));
   ConvertToF32(t->type, t->data, out.size(), out.data());
   Report(*t);
@@ -61,10 +67,39 @@ absl::StatusOr<std::vector<float>> WeightLoader::ReadF32(const std::string& name
   return out;
 }
 
+// Rows that are not whole blocks of 32 cannot be block-quantized: such a matrix is kept in bf16.
+static DType StoredDtype(DType dtype, int64_t cols) {
+  return IsBlockQuantized(dtype) && cols % kQuantBlock != 0 ? DType::kBF16 : dtype;
+}
+
+absl::StatusOr<std::optional<Tensor>> WeightLoader::UploadAsStored(
+    const std::vector<std::pair<std::string, int64_t>>& parts, int64_t cols, DType dtype) {
+  dtype = StoredDtype(dtype, cols);
+  int64_t rows = 0;
+  std::vector<const TensorEntry*> entries;
+  for (const auto& [name, n] : parts) {
+    DS_ASSIGN_OR_RETURN(const TensorEntry* t, Find(name, {n, cols}));
+    const bool same = (t->type == StorageType::kBF16 && dtype == DType::kBF16) ||
+                      (t->type == StorageType::kF32 && dtype == DType::kF32);
+    if (!same) return std::nullopt;
+    entries.push_back(t);
+    rows += n;
+  }
+  DS_ASSIGN_OR_RETURN(Tensor t, backend_.Alloc(dtype, rows, cols));
+  int64_t row = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    DS_RETURN_IF_ERROR(backend_.Upload(entries[i]->data, t.Rows(row, parts[i].second)));
+    row += parts[i].second;
+    Report(*entries[i]);
+  }
+  n_parameters_ += static_cast<uint64_t>(rows * cols);
+  weight_bytes_ += t.nbytes();
+  return t;
+}
+
 absl::StatusOr<Tensor> WeightLoader::Upload(const std::vector<float>& host, int64_t rows, int64_t cols,
                                             DType dtype) {
-  // Rows that are not whole blocks of 32 cannot be block-quantized: such a matrix is kept in bf16.
-  if (IsBlockQuantized(dtype) && cols % kQuantBlock != 0) dtype = DType::kBF16;
+  dtype = StoredDtype(dtype, cols);
   DS_ASSIGN_OR_RETURN(Tensor t, backend_.Alloc(dtype, rows, cols));
   if (dtype != DType::kF32) {
     std::vector<char> stored(t.nbytes());
@@ -81,8 +116,11 @@ absl::StatusOr<Tensor> WeightLoader::Upload(const std::vector<float>& host, int6
 
 absl::StatusOr<Tensor> WeightLoader::Matrix(const std::string& name, int64_t rows, int64_t cols,
                                             Precision precision) {
+  const DType dtype = precision == kKeepF32 ? DType::kF32 : matrix_dtype_;
+  DS_ASSIGN_OR_RETURN(std::optional<Tensor> stored, UploadAsStored({{name, rows}}, cols, dtype));
+  if (stored) return *std::move(stored);
   DS_ASSIGN_OR_RETURN(std::vector<float> host, ReadF32(name, {rows, cols}));
-  return Upload(host, rows, cols, precision == kKeepF32 ? DType::kF32 : matrix_dtype_);
+  return Upload(host, rows, cols, dtype);
 }
 
 absl::StatusOr<Tensor> WeightLoader::Vector(const std::string& name, int64_t n) {
@@ -92,6 +130,8 @@ absl::StatusOr<Tensor> WeightLoader::Vector(const std::string& name, int64_t n) 
 
 absl::StatusOr<Tensor> WeightLoader::StackedMatrix(const std::vector<std::pair<std::string, int64_t>>& parts,
                                                    int64_t cols) {
+  DS_ASSIGN_OR_RETURN(std::optional<Tensor> stored, UploadAsStored(parts, cols, matrix_dtype_));
+  if (stored) return *std::move(stored);
   std::vector<float> host;
   int64_t rows = 0;
   for (const auto& [name, n] : parts) {

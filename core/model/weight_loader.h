@@ -1,9 +1,10 @@
-// Hands a checkpoint's tensors to a backend in the dtype the engine computes in (float32 now),
+// Hands a checkpoint's tensors to a backend in the dtype the engine keeps them in,
 // checking each one's presence, dtype and shape, and dequantizing DeepSeek's block-scaled FP8.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,13 @@ class WeightLoader {
 
  private:
   void Report(const TensorEntry& t);
+  // The entry for `name`, checked: present, of `shape`, a float type.
+  absl::StatusOr<const TensorEntry*> Find(const std::string& name, const std::vector<int64_t>& shape) const;
+  // Matrices stored in the checkpoint exactly as the backend keeps them (bf16 as bf16, f32 as
+  // f32) go up straight from the mapped file, stacked by rows: no float32 copy on the way
+  // (most of a bf16 checkpoint's load time). nullopt where any part needs converting.
+  absl::StatusOr<std::optional<Tensor>> UploadAsStored(const std::vector<std::pair<std::string, int64_t>>& parts,
+                                                       int64_t cols, DType dtype);
 
   const Checkpoint& checkpoint_;
   const ModelConfig& config_;
