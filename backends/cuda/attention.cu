@@ -71,7 +71,15 @@ __device__ void CombineSplits(const AttentionArgs& a, int64_t splits, const floa
   float* out = a.out + t * a.out_stride + h * dv;
   for (int64_t i = threadIdx.x; i < dv; i += blockDim.x) {
     float acc = 0.0f;
-    for (int64_t s = 0; s < active; ++s) acc = fmaf(__ldcg(base + s * (dv + 2) + 2 + i), weight[s], acc);
+    int64_t s = 0;
+    for (; s + 8 <= active; s += 8) {  // eight loads in flight, then their sums in order
+      float p[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) p[u] = __ldcg(base + (s + u) * (dv + 2) + 2 + i);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) acc = fmaf(p[u], weight[s + u], acc);
+    }
+    for (; s < active; ++s) acc = fmaf(__ldcg(base + s * (dv + 2) + 2 + i), weight[s], acc);
     out[i] = acc / total;
   }
 }
@@ -103,6 +111,15 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionSplitKernel(Attentio
   for (int u = 0; u < kVPerLane; ++u) acc[u] = 0.0f;
   // The warp takes keys begin + warp, + kAttnWarps, ... in that order, kKeysAtOnce at a time.
   for (int64_t j0 = begin + warp; j0 < end; j0 += kAttnWarps * kKeysAtOnce) {
+    // The keys' value rows load with their key rows (they do not wait for the scores): one
+    // memory latency per kKeysAtOnce keys. A key past the end loads a live row, unused.
+    float value[kKeysAtOnce][kVPerLane];
+#pragma unroll
+    for (int b = 0; b < kKeysAtOnce; ++b) {
+      const float* vr = a.v + min(j0 + b * kAttnWarps, end - 1) * a.v_stride + kv * dv;
+#pragma unroll
+      for (int u = 0; u < kVPerLane; ++u) value[b][u] = lane + 32 * u < dv ? vr[lane + 32 * u] : 0.0f;
+    }
     float score[kKeysAtOnce];
 #pragma unroll
     for (int b = 0; b < kKeysAtOnce; ++b) {
@@ -122,11 +139,9 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionSplitKernel(Attentio
       const float correction = expf(m - m_new);  // 0 on the first key (m = -inf)
       const float p = expf(score[b] - m_new);
       l = l * correction + p;
-      const float* vr = a.v + j * a.v_stride + kv * dv;
 #pragma unroll
       for (int u = 0; u < kVPerLane; ++u) {
-        const int64_t i = lane + 32 * u;
-        if (i < dv) acc[u] = fmaf(p, vr[i], acc[u] * correction);
+        if (lane + 32 * u < dv) acc[u] = fmaf(p, value[b][u], acc[u] * correction);
       }
       m = m_new;
     }
