@@ -104,6 +104,28 @@ __device__ __forceinline__ void Load8(const __nv_bfloat16* p, float (&f)[8]) {
   }
 }
 
+// Load8 for weights streamed once: not kept in L1 (the activations live there), and L2 asked
+// for 256 bytes at a time.
+__device__ __forceinline__ void LoadStream8(const __nv_bfloat16* p, float (&f)[8]) {
+  uint32_t w[4];
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
+      : "l"(p));
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ void LoadStream8(const float* p, float (&f)[8]) {
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.f32 {%0, %1, %2, %3}, [%4];"
+      : "=f"(f[0]), "=f"(f[1]), "=f"(f[2]), "=f"(f[3])
+      : "l"(p));
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.f32 {%0, %1, %2, %3}, [%4];"
+      : "=f"(f[4]), "=f"(f[5]), "=f"(f[6]), "=f"(f[7])
+      : "l"(p + 4));
+}
+
 // Sum over a block of blockDim.x threads (a multiple of 32, at most 1024); every thread gets it.
 __device__ __forceinline__ float BlockSum(float v) {
   __shared__ float partial[32];

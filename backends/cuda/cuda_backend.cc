@@ -40,20 +40,25 @@ absl::Status CudaBackend::Check(cudaError_t err, const char* what) {
 
 // --- memory -----------------------------------------------------------------------------------
 
-DevicePool::~DevicePool() {
+void* FreeBlocks::Pop(size_t size_class) {
   std::lock_guard<std::mutex> lock(mutex_);
-  ReleaseCached();
+  auto it = blocks_.find(size_class);
+  if (it == blocks_.end() || it->second.empty()) return nullptr;
+  void* p = it->second.back();
+  it->second.pop_back();
+  return p;
 }
 
-void DevicePool::ReleaseCached() {
-  for (auto& [size, blocks] : free_)
+void FreeBlocks::Push(void* p, size_t size_class) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  blocks_[size_class].push_back(p);
+}
+
+void FreeBlocks::FreeAll() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [size, blocks] : blocks_)
     for (void* p : blocks) cudaFree(p);
-  free_.clear();
-}
-
-void DevicePool::Give(void* p, size_t size_class) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  free_[size_class].push_back(p);
+  blocks_.clear();
 }
 
 absl::StatusOr<std::shared_ptr<void>> DevicePool::Get(size_t bytes) {
@@ -63,24 +68,14 @@ absl::StatusOr<std::shared_ptr<void>> DevicePool::Get(size_t bytes) {
 }
 
 absl::StatusOr<void*> DevicePool::Take(size_t size_class) {
-  void* p = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (auto it = free_.find(size_class); it != free_.end() && !it->second.empty()) {
-      p = it->second.back();
-      it->second.pop_back();
-    }
-  }
+  void* p = free_.Pop(size_class);
   if (!p) {
     cudaSetDevice(device_);
     if (cudaMalloc(&p, size_class) != cudaSuccess) {
       cudaGetLastError();  // clear it: an allocation failure is not sticky
       // Give back what the pool holds and try once more.
       cudaDeviceSynchronize();
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        ReleaseCached();
-      }
+      free_.FreeAll();
       if (cudaMalloc(&p, size_class) != cudaSuccess) {
         cudaGetLastError();
         size_t free_bytes = 0, total_bytes = 0;

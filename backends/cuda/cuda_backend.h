@@ -20,24 +20,33 @@ namespace ds::cuda {
 // Device memory by size class, kept for reuse: a forward pass allocates the same sizes every
 // step, and cudaMalloc/cudaFree synchronize the device. Blocks go back to the pool when their
 // last tensor is released; stream order makes the reuse safe (all work is on one stream).
+// Device blocks waiting to be reused, by size class; safe across threads.
+class FreeBlocks {
+ public:
+  void* Pop(size_t size_class);  // null when there is none of that class
+  void Push(void* p, size_t size_class);
+  void FreeAll();  // cudaFree on every block held
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> blocks_;
+};
+
 class DevicePool {
  public:
   explicit DevicePool(int device) : device_(device) {}
-  ~DevicePool();
+  ~DevicePool() { free_.FreeAll(); }
   // A block of at least `bytes`, back to the pool when the last pointer to it goes.
   absl::StatusOr<std::shared_ptr<void>> Get(size_t bytes);
 
   // Blocks by hand: the rounded size Take and Give deal in, a block of it, and its return.
   static size_t SizeClass(size_t bytes);
   absl::StatusOr<void*> Take(size_t size_class);
-  void Give(void* p, size_t size_class);
+  void Give(void* p, size_t size_class) { free_.Push(p, size_class); }
 
  private:
-  void ReleaseCached();  // frees every cached block (under mutex_)
-
   int device_;
-  std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  FreeBlocks free_;
 };
 
 // A GEMM as cuBLASLt sees it (column-major): C[m, n] = alpha · op(A)[m, k] · B[k, n] + beta · C,

@@ -34,7 +34,7 @@ __device__ __forceinline__ float DotPartial(const float* __restrict__ x, const W
 #pragma unroll 4
     for (int64_t c = start; c < k / 8; c += step) {
       float wf[8], xf[8];
-      Load8(w + c * 8, wf);
+      LoadStream8(w + c * 8, wf);
       Load8(x + c * 8, xf);
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc = fmaf(wf[i], xf[i], acc);
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
 #pragma unroll
         for (int q = 0; q < R; ++q)
 #pragma unroll
-          for (int j = 0; j < kMats; ++j) Load8(wr[q][j] + c * 8, wf[q][j]);
+          for (int j = 0; j < kMats; ++j) LoadStream8(wr[q][j] + c * 8, wf[q][j]);
 #pragma unroll
         for (int r = 0; r < M; ++r) {
           if (r < m) {

@@ -3,7 +3,6 @@
 // backend's stream meanwhile), and its tensors come from an arena that the graph keeps, since
 // every replay writes them again. A replay is one cudaGraphLaunch on the backend's stream, in
 // order with everything else.
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -30,29 +29,19 @@ class RecordingArena : public std::enable_shared_from_this<RecordingArena> {
 
   absl::StatusOr<std::shared_ptr<void>> Get(size_t bytes) {
     const size_t size_class = DevicePool::SizeClass(bytes);
-    void* p = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (auto it = free_.find(size_class); it != free_.end() && !it->second.empty()) {
-        p = it->second.back();
-        it->second.pop_back();
-      }
-    }
+    void* p = free_.Pop(size_class);
     if (!p) {
       DS_ASSIGN_OR_RETURN(p, pool_.Take(size_class));
       std::lock_guard<std::mutex> lock(mutex_);
       owned_.emplace_back(p, size_class);
     }
-    return std::shared_ptr<void>(p, [self = shared_from_this(), size_class](void* q) {
-      std::lock_guard<std::mutex> lock(self->mutex_);
-      self->free_[size_class].push_back(q);
-    });
+    return std::shared_ptr<void>(p, [self = shared_from_this(), size_class](void* q) { self->free_.Push(q, size_class); });
   }
 
  private:
   DevicePool& pool_;
-  std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  FreeBlocks free_;
+  std::mutex mutex_;  // guards owned_
   std::vector<std::pair<void*, size_t>> owned_;
 };
 
