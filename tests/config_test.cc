@@ -60,6 +60,10 @@ TEST(Config, RejectsWhatItCannotRun) {
       {std::string(base) + R"("num_attention_heads":2,"rope_scaling":{"type":"dynamic","factor":2}})", absl::StatusCode::kUnimplemented, "dynamic"},
       {std::string(base) + R"("num_attention_heads":2,"quantization_config":{"quant_method":"gptq"}})", absl::StatusCode::kUnimplemented, "gptq"},
       {R"({"model_type":"llama","hidden_size":8})", absl::StatusCode::kDataLoss, "vocab_size"},
+      // A bad n_group is reported, not divided by (the config fuzzer found the 0).
+      {R"({"model_type":"deepseek_v3","vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+          "num_attention_heads":2,"kv_lora_rank":8,"qk_nope_head_dim":4,"qk_rope_head_dim":4,"v_head_dim":4,
+          "moe_intermediate_size":8,"num_experts_per_tok":2,"n_routed_experts":8,"n_group":0})", absl::StatusCode::kDataLoss, "n_group"},
   };
   for (const auto& c : cases) {
     auto r = ParseModelConfig(c.json, "cfg.json");

@@ -198,7 +198,8 @@ absl::Status ParseDeepseek(FieldReader& f, absl::string_view path, ModelConfig& 
     f.Range("moe_intermediate_size", c.moe_intermediate_size, 1, kMaxDim);
     f.Range("moe_layer_freq", c.moe_layer_freq, 1, kMaxLayers);
     f.Range("n_group", c.n_group, 1, c.n_routed_experts);
-    if (c.n_routed_experts % c.n_group) f.Fail("n_routed_experts must be a multiple of n_group");
+    // Range records a bad n_group and goes on: the modulo must not see its 0.
+    if (c.n_group > 0 && c.n_routed_experts % c.n_group) f.Fail("n_routed_experts must be a multiple of n_group");
     f.Range("topk_group", c.topk_group, 1, c.n_group);
     f.Range("num_experts_per_tok", c.num_experts_per_tok, 1,
             c.topk_group * (c.n_routed_experts / std::max<int64_t>(c.n_group, 1)));
