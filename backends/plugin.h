@@ -15,6 +15,10 @@ namespace ds {
 
 struct PluginBackendOptions {
   int device = 0;  // the CUDA device ordinal
+  // The prompt path's attention products (f32 Q, K, V, scores) may run as TF32 on the tensor
+  // cores: set for bf16 compute, whose tolerance TF32's 10-bit mantissa is well inside; never
+  // for f32 compute.
+  bool tf32_attention = false;
 };
 
 struct BackendPlugin {

@@ -19,7 +19,8 @@ absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_di
     if (quantized && options.backend == BackendKind::kCuda)
       return absl::UnimplementedError(absl::StrCat(DTypeName(weight_dtype), " weights run on the CPU backend only"));
     if (options.backend != BackendKind::kCpu && !quantized) {
-      auto cuda = LoadCudaBackend(PluginBackendOptions{.device = options.device});
+      auto cuda = LoadCudaBackend(PluginBackendOptions{
+          .device = options.device, .tf32_attention = options.compute != ComputeType::kF32});
       if (cuda.ok()) {
         engine->backend_ = *std::move(cuda);
         on_cuda = true;

@@ -43,14 +43,14 @@ absl::Status CudaBackend::AttentionByGemm(const Tensor& q, const Tensor& k, cons
     for (int64_t t0 = 0; t0 < T; t0 += rows_per_pass) {
       const int64_t tb = std::min(rows_per_pass, T - t0);
       // scoresᵀ [S, tb] per head = K [S, dqk] · Q_hᵀ: column-major, K read transposed.
-      DS_RETURN_IF_ERROR(Gemm({.transpose_a = true, .m = S, .n = tb, .k = dqk,
+      DS_RETURN_IF_ERROR(Gemm({.tf32 = tf32_attention_, .transpose_a = true, .m = S, .n = tb, .k = dqk,
                                .a = k.ptr<float>() + kv * dqk, .lda = k.stride, .stride_a = 0,
                                .b = q.ptr<float>() + t0 * q.stride + kv * group * dqk, .ldb = q.stride, .stride_b = dqk,
                                .c = scores.ptr<float>(), .ldc = S, .stride_c = tb * S, .batch = group,
                                .alpha = s.scale}));
       DS_RETURN_IF_ERROR(Check(LaunchCausalSoftmax(scores.ptr<float>(), group, tb, S, pos0, t0, stream()), "softmax"));
       // out_hᵀ [dv, tb] = Vᵀ [dv, S] · P_hᵀ [S, tb].
-      DS_RETURN_IF_ERROR(Gemm({.m = dv, .n = tb, .k = S, .a = v.ptr<float>() + kv * dv, .lda = v.stride, .stride_a = 0,
+      DS_RETURN_IF_ERROR(Gemm({.tf32 = tf32_attention_, .m = dv, .n = tb, .k = S, .a = v.ptr<float>() + kv * dv, .lda = v.stride, .stride_a = 0,
                                .b = scores.ptr<float>(), .ldb = S, .stride_b = tb * S,
                                .c = out.ptr<float>() + t0 * out.stride + kv * group * dv, .ldc = out.stride,
                                .stride_c = dv, .batch = group}));

@@ -203,7 +203,7 @@ absl::Status CudaBackend::MoeRoute(const Tensor& logits, const Tensor& bias, con
 
 // --- lifetime ---------------------------------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(int device) {
+absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(int device, bool tf32_attention) {
   int count = 0;
   if (cudaError_t err = cudaGetDeviceCount(&count); err != cudaSuccess) {
     cudaGetLastError();
@@ -218,6 +218,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(int device) {
     return absl::UnimplementedError(absl::StrCat("cuda: ", prop.name, " is compute capability ", prop.major, ".",
                                                  prop.minor, "; ds needs 8.0 (Ampere) or newer"));
   std::unique_ptr<CudaBackend> backend(new CudaBackend(device, prop.multiProcessorCount));
+  backend->tf32_attention_ = tf32_attention;
   DS_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&backend->stream_, cudaStreamNonBlocking), "stream"));
   DS_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&backend->capture_stream_, cudaStreamNonBlocking), "stream"));
   const char* graphs = std::getenv("DS_CUDA_GRAPHS");
@@ -255,7 +256,7 @@ CudaBackend::~CudaBackend() {
 namespace {
 
 absl::StatusOr<std::unique_ptr<ds::Backend>> CreateCudaBackend(const ds::PluginBackendOptions& options) {
-  return ds::cuda::CudaBackend::Create(options.device);
+  return ds::cuda::CudaBackend::Create(options.device, options.tf32_attention);
 }
 
 const ds::BackendPlugin kCudaPlugin{DS_BUILD_ID, &CreateCudaBackend};

@@ -53,6 +53,7 @@ class DevicePool {
 // batched with element strides between the batch's matrices (0: the same matrix for all).
 struct GemmCall {
   bool a_bf16 = false;  // A and B both bf16 (else both f32); C is always f32
+  bool tf32 = false;    // f32 A and B multiplied as TF32 on the tensor cores
   bool transpose_a = false;
   int64_t m = 0, n = 0, k = 0;
   const void* a = nullptr;
@@ -67,7 +68,7 @@ struct GemmCall {
 
 class CudaBackend final : public Backend {
  public:
-  static absl::StatusOr<std::unique_ptr<Backend>> Create(int device);
+  static absl::StatusOr<std::unique_ptr<Backend>> Create(int device, bool tf32_attention);
   ~CudaBackend() override;
   const char* name() const override { return "cuda"; }
 
@@ -121,6 +122,7 @@ class CudaBackend final : public Backend {
 
   int device_;
   int sm_count_;
+  bool tf32_attention_ = false;  // PluginBackendOptions::tf32_attention
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;
@@ -141,7 +143,7 @@ class CudaBackend final : public Backend {
   };
   // The plan for a shape: descriptors and the heuristic's algorithm, made once. The key holds
   // every GemmCall field but the pointers, plus the pointers' alignments (algorithms need them).
-  using GemmKey = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+  using GemmKey = std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                              int64_t, int64_t, int, int, int>;
   std::mutex gemm_mutex_;
   std::map<GemmKey, GemmPlan> gemm_plans_;

@@ -1,7 +1,8 @@
 // y = x · wᵀ (+ bias) on the device. A few rows (decode, a speculative verify) go through our
 // GEMV, one pass over the weights at memory speed; more rows through cuBLASLt: f32 weights as
 // an f32 GEMM (no TF32, so results stay within float32 rounding of the reference), bf16 weights
-// on the tensor cores with x rounded to bf16 and f32 accumulation.
+// on the tensor cores with x rounded to bf16 and f32 accumulation. (The prompt path's attention
+// products may ask for TF32: GemmCall::tf32.)
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
@@ -46,7 +47,7 @@ absl::Status MakeLayout(cublasLtMatrixLayout_t* layout, cudaDataType type, int64
 absl::Status CudaBackend::Gemm(const GemmCall& g) {
   if (g.m == 0 || g.n == 0 || g.batch == 0) return absl::OkStatus();
   const int align_a = Alignment(g.a), align_b = Alignment(g.b), align_c = Alignment(g.c);
-  const GemmKey key{g.a_bf16, g.transpose_a, g.m, g.n, g.k, g.lda, g.stride_a, g.ldb, g.stride_b, g.ldc, g.stride_c,
+  const GemmKey key{g.a_bf16, g.tf32, g.transpose_a, g.m, g.n, g.k, g.lda, g.stride_a, g.ldb, g.stride_b, g.ldc, g.stride_c,
                     g.batch, align_a, align_b, align_c};
   GemmPlan plan;
   {
@@ -55,7 +56,9 @@ absl::Status CudaBackend::Gemm(const GemmCall& g) {
       plan = it->second;
     } else {
       const cudaDataType ab = g.a_bf16 ? CUDA_R_16BF : CUDA_R_32F;
-      DS_RETURN_IF_ERROR(LtCheck(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc"));
+      DS_RETURN_IF_ERROR(LtCheck(cublasLtMatmulDescCreate(
+                                     &plan.op, g.tf32 && !g.a_bf16 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                                     CUDA_R_32F), "matmul desc"));
       const cublasOperation_t trans_a = g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
       DS_RETURN_IF_ERROR(LtCheck(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a,
                                                                 sizeof(trans_a)),
