@@ -18,9 +18,10 @@ absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_di
     const bool quantized = IsBlockQuantized(weight_dtype);
     if (quantized && options.backend == BackendKind::kCuda)
       return absl::UnimplementedError(absl::StrCat(DTypeName(weight_dtype), " weights run on the CPU backend only"));
+    // On CUDA, compute is bf16 unless f32 is asked for (kAuto included).
+    const bool cuda_bf16 = options.compute != ComputeType::kF32;
     if (options.backend != BackendKind::kCpu && !quantized) {
-      auto cuda = LoadCudaBackend(PluginBackendOptions{
-          .device = options.device, .tf32_attention = options.compute != ComputeType::kF32});
+      auto cuda = LoadCudaBackend(PluginBackendOptions{.device = options.device, .tf32_attention = cuda_bf16});
       if (cuda.ok()) {
         engine->backend_ = *std::move(cuda);
         on_cuda = true;
@@ -32,7 +33,7 @@ absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_di
       if (options.compute == ComputeType::kBF16)
         return absl::UnimplementedError("bf16 compute is not available on the CPU backend (f32 is; bf16 weights are)");
       DS_ASSIGN_OR_RETURN(engine->backend_, MakeCpuBackend(BackendOptions{.n_threads = options.n_threads}));
-    } else if (options.compute != ComputeType::kF32) {
+    } else if (cuda_bf16) {
       weight_dtype = DType::kBF16;
     }
   }

@@ -17,9 +17,6 @@
 
 namespace ds::cuda {
 
-// Device memory by size class, kept for reuse: a forward pass allocates the same sizes every
-// step, and cudaMalloc/cudaFree synchronize the device. Blocks go back to the pool when their
-// last tensor is released; stream order makes the reuse safe (all work is on one stream).
 // Device blocks waiting to be reused, by size class; safe across threads.
 class FreeBlocks {
  public:
@@ -32,6 +29,9 @@ class FreeBlocks {
   std::unordered_map<size_t, std::vector<void*>> blocks_;
 };
 
+// Device memory by size class, kept for reuse: a forward pass allocates the same sizes every
+// step, and cudaMalloc/cudaFree synchronize the device. Blocks go back to the pool when their
+// last tensor is released; stream order makes the reuse safe (all work is on one stream).
 class DevicePool {
  public:
   explicit DevicePool(int device) : device_(device) {}

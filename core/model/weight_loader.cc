@@ -68,13 +68,13 @@ absl::StatusOr<std::vector<float>> WeightLoader::ReadF32(const std::string& name
 }
 
 // Rows that are not whole blocks of 32 cannot be block-quantized: such a matrix is kept in bf16.
-static DType StoredDtype(DType dtype, int64_t cols) {
+static DType KeptDtype(DType dtype, int64_t cols) {
   return IsBlockQuantized(dtype) && cols % kQuantBlock != 0 ? DType::kBF16 : dtype;
 }
 
 absl::StatusOr<std::optional<Tensor>> WeightLoader::UploadAsStored(
     const std::vector<std::pair<std::string, int64_t>>& parts, int64_t cols, DType dtype) {
-  dtype = StoredDtype(dtype, cols);
+  dtype = KeptDtype(dtype, cols);
   int64_t rows = 0;
   std::vector<const TensorEntry*> entries;
   for (const auto& [name, n] : parts) {
@@ -99,7 +99,7 @@ absl::StatusOr<std::optional<Tensor>> WeightLoader::UploadAsStored(
 
 absl::StatusOr<Tensor> WeightLoader::Upload(const std::vector<float>& host, int64_t rows, int64_t cols,
                                             DType dtype) {
-  dtype = StoredDtype(dtype, cols);
+  dtype = KeptDtype(dtype, cols);
   DS_ASSIGN_OR_RETURN(Tensor t, backend_.Alloc(dtype, rows, cols));
   if (dtype != DType::kF32) {
     std::vector<char> stored(t.nbytes());
