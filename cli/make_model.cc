@@ -4,6 +4,7 @@
 // gibberish text.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/cli.h"
@@ -200,8 +202,10 @@ std::vector<Entry> Tensors(const Shape& s) {
   return t;
 }
 
+constexpr uint64_t kSplitMixStep = 0x9e3779b97f4a7c15ull;
+
 uint64_t SplitMix(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  uint64_t z = (state += kSplitMixStep);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
@@ -212,6 +216,40 @@ uint16_t ToBf16(float f) {
   std::memcpy(&u, &f, 4);
   u += 0x7fff + ((u >> 16) & 1);  // round to nearest even
   return static_cast<uint16_t>(u >> 16);
+}
+
+// The random streams of one tensor: SplitMix's state after k draws is its start + k steps, so
+// any element's draws can be found without making the ones before it (chunks fill in parallel).
+struct TensorStreams {
+  uint64_t state, noise_state;  // before the tensor's first element
+};
+
+// Elements [begin, end) of tensor t (begin even) into out (the tensor's bytes): two normals per
+// two uniforms of `state` (Box-Muller), and with noise two more draws of `noise_state` each.
+void FillRange(const Entry& t, uint64_t n, TensorStreams streams, bool f32, double noise, uint64_t begin,
+               uint64_t end, char* out) {
+  uint64_t state = streams.state + begin * kSplitMixStep;  // two draws per pair before it
+  uint64_t noise_state = streams.noise_state + 2 * begin * kSplitMixStep;  // two per element
+  for (uint64_t i = begin; i < end; i += 2) {
+    const double u1 = (static_cast<double>(SplitMix(state) >> 11) + 0.5) * 0x1.0p-53;
+    const double u2 = static_cast<double>(SplitMix(state) >> 11) * 0x1.0p-53;
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    const double z[2] = {r * std::cos(2 * M_PI * u2), r * std::sin(2 * M_PI * u2)};
+    for (int k = 0; k < 2 && i + k < n; ++k) {
+      float v = t.fill == Entry::kOnes ? 1.0f : t.fill == Entry::kZeros ? 0.0f : static_cast<float>(z[k] * t.std);
+      if (noise > 0 && t.fill == Entry::kNormal) {
+        const double n1 = (static_cast<double>(SplitMix(noise_state) >> 11) + 0.5) * 0x1.0p-53;
+        const double n2 = static_cast<double>(SplitMix(noise_state) >> 11) * 0x1.0p-53;
+        v += static_cast<float>(noise * t.std * std::sqrt(-2.0 * std::log(n1)) * std::cos(2 * M_PI * n2));
+      }
+      if (f32) {
+        std::memcpy(out + (i + k) * 4, &v, 4);
+      } else {
+        const uint16_t b = ToBf16(v);
+        std::memcpy(out + (i + k) * 2, &b, 2);
+      }
+    }
+  }
 }
 
 // `noise` > 0 adds noise * std * N(0, 1) to every random weight, from its own random stream,
@@ -239,34 +277,24 @@ bool Write(const Shape& s, const fs::path& out, uint64_t seed, bool f32, double 
   const uint64_t header_len = header.size();
   for (int i = 0; i < 8; ++i) file.put(static_cast<char>((header_len >> (8 * i)) & 0xff));
   file << header;
-  uint64_t state = seed, noise_state = seed ^ 0x5eedf00dull;
+  TensorStreams streams{seed, seed ^ 0x5eedf00dull};
+  const unsigned n_threads = std::max(1u, std::thread::hardware_concurrency());
   std::vector<char> buffer;
   uint64_t written = 0;
   for (const auto& t : tensors) {
     uint64_t n = 1;
     for (int64_t d : t.shape) n *= static_cast<uint64_t>(d);
     buffer.resize(n * elem);
-    for (uint64_t i = 0; i < n; i += 2) {
-      // Box-Muller: two normals per two uniforms.
-      const double u1 = (static_cast<double>(SplitMix(state) >> 11) + 0.5) * 0x1.0p-53;
-      const double u2 = static_cast<double>(SplitMix(state) >> 11) * 0x1.0p-53;
-      const double r = std::sqrt(-2.0 * std::log(u1));
-      const double z[2] = {r * std::cos(2 * M_PI * u2), r * std::sin(2 * M_PI * u2)};
-      for (int k = 0; k < 2 && i + k < n; ++k) {
-        float v = t.fill == Entry::kOnes ? 1.0f : t.fill == Entry::kZeros ? 0.0f : static_cast<float>(z[k] * t.std);
-        if (noise > 0 && t.fill == Entry::kNormal) {
-          const double n1 = (static_cast<double>(SplitMix(noise_state) >> 11) + 0.5) * 0x1.0p-53;
-          const double n2 = static_cast<double>(SplitMix(noise_state) >> 11) * 0x1.0p-53;
-          v += static_cast<float>(noise * t.std * std::sqrt(-2.0 * std::log(n1)) * std::cos(2 * M_PI * n2));
-        }
-        if (f32) {
-          std::memcpy(&buffer[(i + k) * 4], &v, 4);
-        } else {
-          const uint16_t b = ToBf16(v);
-          std::memcpy(&buffer[(i + k) * 2], &b, 2);
-        }
-      }
-    }
+    // Even-sized chunks (a pair of normals never straddles two), one per thread.
+    const uint64_t chunk = std::max<uint64_t>(1 << 16, (n / n_threads + 2) & ~uint64_t{1});
+    std::vector<std::thread> workers;
+    for (uint64_t begin = 0; begin < n; begin += chunk)
+      workers.emplace_back(FillRange, std::cref(t), n, streams, f32, noise, begin, std::min(n, begin + chunk),
+                           buffer.data());
+    for (auto& w : workers) w.join();
+    const uint64_t pairs = (n + 1) / 2;
+    streams.state += 2 * pairs * kSplitMixStep;
+    if (noise > 0 && t.fill == Entry::kNormal) streams.noise_state += 2 * n * kSplitMixStep;
     file.write(buffer.data(), static_cast<std::streamsize>(buffer.size()));
     written += buffer.size();
     if (isatty(fileno(stderr)))
