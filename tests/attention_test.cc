@@ -1,7 +1,9 @@
-// The attention kernels against an f64 reference on each backend: GQA groups (2 to 8 query heads
-// a kv head, the CUDA backend's group kernel), MLA-like shapes (one kv head for all query heads,
-// v narrower than qk or 512 wide), decode and verification rows over long contexts (the keys split
-// into chunks, across threads or blocks, and merged) and prompt rows. On CUDA once more with the
+// The attention kernels against an f64 reference on each backend: GQA groups (2 to 12 query heads
+// a kv head: on CUDA the tile kernel's blocks of up to 8 heads, a group of 12 in two unequal
+// blocks), MLA-like shapes (one kv head for all query heads, v narrower than qk or 512 wide),
+// head widths that are not whole 16-byte pieces (CUDA's warp-per-key kernel), decode and
+// verification rows over long contexts (the keys split into chunks, across threads or blocks, a
+// CUDA split of several tiles past 4096 keys, and merged) and prompt rows. On CUDA once more with the
 // position read from the device and a cache longer than the pass (as a replayed recording runs),
 // whose rows past the keys hold values that would show if they were read.
 #include <cmath>
@@ -34,6 +36,7 @@ TEST_P(Attention, MatchesAnF64Reference) {
       {1, 0, 4, 4, 16, 16},    {1, 2999, 12, 2, 128, 128}, {3, 5000, 12, 2, 64, 64}, {1, 700, 16, 1, 40, 32},
       {8, 1000, 4, 2, 17, 9},  {40, 300, 4, 2, 32, 32},    {1, 129, 3, 1, 8, 8},     {16, 0, 2, 1, 8, 8},
       {1, 4095, 28, 4, 128, 128}, {5, 600, 32, 4, 64, 64}, {2, 300, 16, 1, 72, 512}, {9, 9000, 6, 2, 32, 32},
+      {1, 2000, 24, 2, 128, 128}, {2, 63, 7, 1, 128, 100},
   };
   auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
   ASSERT_TRUE(backend.ok()) << backend.status();

@@ -1,9 +1,13 @@
 // Attention kernels. Decode (few query rows, a long cache) splits each head's keys over many
-// blocks, flash-decoding style: a block keeps a running max, sum and weighted value sum per warp
-// (online softmax), and the last block of a head to finish merges the blocks' partial results
-// (or, without a counter for it, a second kernel does). Prefill uses
-// cuBLASLt for the two products (attention_cuda.cc) with the causal softmax below between them.
+// blocks, flash-decoding style, and a merge of the blocks' partial results (running max, sum and
+// weighted value sum per head) follows. Where the heads are at most 128 wide (the Qwen and Llama
+// distills), a block takes a tile of a kv head's keys and values into shared memory in one
+// asynchronous copy and scores all the query heads that share them (AttentionTileKernel); other
+// shapes (MLA's 576-wide latent) take a warp per key and one query head per block
+// (AttentionSplitKernel), whose last block to finish merges. Prefill uses cuBLASLt for the two
+// products (attention_cuda.cc) with the causal softmax below between them.
 #include <algorithm>
+#include <cstdint>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
@@ -20,14 +24,19 @@ __host__ __device__ inline int64_t PartialIndex(int64_t t, int64_t h, int64_t sp
   return ((t * n_heads + h) * splits + split) * (dv + 2);
 }
 
-// Keys per split: 32, doubled while there would be more than 256 splits. The split boundaries
-// (multiples of the chunk) then do not depend on how many query rows a call has, so a position
-// attends with the same arithmetic in a verification pass as in a decode step (up to 8192 keys
-// always; past that unless the two calls straddle a doubling).
+// Keys per split: a first chunk, doubled while there would be more splits than a most (each
+// kernel has its rule). The split boundaries (multiples of the chunk) then do not depend on how
+// many query rows a call has, so a position attends with the same arithmetic in a verification
+// pass as in a decode step (always while the chunk is the first; past that unless the two calls
+// straddle a doubling).
+struct SplitRule {
+  int64_t first_chunk, max_splits;
+};
 constexpr int64_t kMaxAttentionSplits = 256;
-__host__ __device__ inline int64_t AttentionChunk(int64_t n_keys) {
-  int64_t chunk = 32;
-  while ((n_keys + chunk - 1) / chunk > kMaxAttentionSplits) chunk *= 2;
+constexpr SplitRule kWarpPerKeyRule{32, kMaxAttentionSplits};  // chunk 32 up to 8192 keys
+__host__ __device__ inline int64_t AttentionChunk(int64_t n_keys, SplitRule rule = kWarpPerKeyRule) {
+  int64_t chunk = rule.first_chunk;
+  while ((n_keys + chunk - 1) / chunk > rule.max_splits) chunk *= 2;
   return chunk;
 }
 
@@ -35,10 +44,10 @@ __host__ __device__ inline int64_t AttentionChunk(int64_t n_keys) {
 struct KeySplits {
   int64_t pos0, chunk, splits;
 };
-__device__ inline KeySplits ActiveSplits(const AttentionArgs& a) {
+__device__ inline KeySplits ActiveSplits(const AttentionArgs& a, SplitRule rule) {
   KeySplits k;
   k.pos0 = a.pos0_device ? *a.pos0_device : a.pos0;
-  k.chunk = AttentionChunk(k.pos0 + a.T);
+  k.chunk = AttentionChunk(k.pos0 + a.T, rule);
   k.splits = (k.pos0 + a.T + k.chunk - 1) / k.chunk;
   if (k.pos0 < 0 || k.pos0 + a.T > a.key_rows) k.splits = 0;  // a position past the cache: read nothing
   return k;
@@ -72,12 +81,12 @@ __device__ void CombineSplits(const AttentionArgs& a, int64_t splits, const floa
   for (int64_t i = threadIdx.x; i < dv; i += blockDim.x) {
     float acc = 0.0f;
     int64_t s = 0;
-    for (; s + 8 <= active; s += 8) {  // eight loads in flight, then their sums in order
-      float p[8];
+    for (; s + 16 <= active; s += 16) {  // sixteen loads in flight, then their sums in order
+      float p[16];
 #pragma unroll
-      for (int u = 0; u < 8; ++u) p[u] = __ldcg(base + (s + u) * (dv + 2) + 2 + i);
+      for (int u = 0; u < 16; ++u) p[u] = __ldcg(base + (s + u) * (dv + 2) + 2 + i);
 #pragma unroll
-      for (int u = 0; u < 8; ++u) acc = fmaf(p[u], weight[s + u], acc);
+      for (int u = 0; u < 16; ++u) acc = fmaf(p[u], weight[s + u], acc);
     }
     for (; s < active; ++s) acc = fmaf(__ldcg(base + s * (dv + 2) + 2 + i), weight[s], acc);
     out[i] = acc / total;
@@ -94,7 +103,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionSplitKernel(Attentio
   float* warp_acc = warp_ml + 2 * kAttnWarps;             // [kAttnWarps][head_dim_v]
   const int64_t h = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
   WaitForPreviousKernels();
-  const KeySplits ks = ActiveSplits(a);
+  const KeySplits ks = ActiveSplits(a, kWarpPerKeyRule);
   if (split >= ks.splits) return;  // a launch sized for more keys than this pass has
   const int64_t chunk = ks.chunk;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -187,9 +196,167 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionSplitKernel(Attentio
   if (last) CombineSplits(a, splits, partials, t, h, ks.splits);
 }
 
-__global__ void AttentionCombineKernel(AttentionArgs a, int64_t splits, const float* partials) {
+__global__ void AttentionCombineKernel(AttentionArgs a, SplitRule rule, int64_t splits, const float* partials) {
   WaitForPreviousKernels();
-  CombineSplits(a, splits, partials, blockIdx.y, blockIdx.x, ActiveSplits(a).splits);
+  CombineSplits(a, splits, partials, blockIdx.y, blockIdx.x, ActiveSplits(a, rule).splits);
+}
+
+// --- the tile kernel -----------------------------------------------------------------------------
+constexpr int kTileKeys = 64, kTileThreads = 128;
+constexpr int64_t kTileMaxDim = 128;  // head_dim_qk and head_dim_v: a thread per output element
+// 32 keys per split (half a tile: more blocks for short contexts) up to 4096 keys, then doubled;
+// past 8192 keys a block takes several tiles. Chosen on the H100 over 64/128 and 32/256
+// (bench/RESULTS.md).
+constexpr SplitRule kTileRule{32, 128};
+
+// Shared memory of a block of kHeads query heads: q [kHeads][dqk], the tile's keys
+// [kTileKeys][dqk + 4] (the pad puts a warp's rows in different banks), values [kTileKeys][dv],
+// probabilities [kHeads][kTileKeys], and per head the running max, sum and the tile's correction.
+__host__ __device__ inline int64_t TileSmemFloats(const AttentionArgs& a, int heads) {
+  return heads * a.head_dim_qk + kTileKeys * (a.head_dim_qk + 4) + kTileKeys * a.head_dim_v + heads * kTileKeys +
+         3 * heads;
+}
+
+// Heads a block of the tile kernel takes: the kv head's query heads, in parts of at most kHeads.
+__device__ inline void TileHeads(const AttentionArgs& a, int heads_per_block, int64_t x, int64_t* kv, int64_t* h0,
+                                 int* n) {
+  const int64_t group = a.n_heads / a.n_kv_heads;
+  const int64_t per_kv = (group + heads_per_block - 1) / heads_per_block;
+  *kv = x / per_kv;
+  const int64_t first = (x % per_kv) * heads_per_block;
+  *h0 = *kv * group + first;
+  *n = static_cast<int>(min(static_cast<int64_t>(heads_per_block), group - first));
+}
+
+// Block (x, t, split): row t's query heads of part x (TileHeads) over the split's keys, a tile
+// of kTileKeys at a time: the tile's key and value rows copied to shared memory together, the
+// scores (a thread per key and half of the heads), the online softmax per head (a warp per
+// head), then the weighted values (a thread per output element, all heads). The partial per
+// head goes to `partials`; AttentionCombineKernel merges them. A head's arithmetic does not
+// depend on which heads share its block or on how many rows the pass has.
+template <int kHeads>
+__global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArgs a, SplitRule rule, int64_t splits,
+                                                                    float* partials) {
+  extern __shared__ float4 tile_smem[];
+  const int64_t dqk = a.head_dim_qk, dv = a.head_dim_v, k_pitch = dqk + 4;
+  float* q = reinterpret_cast<float*>(tile_smem);
+  float* keys = q + kHeads * dqk;
+  float* values = keys + kTileKeys * k_pitch;
+  float* prob = values + kTileKeys * dv;
+  float* state = prob + kHeads * kTileKeys;  // [kHeads][max, sum, correction]
+  const int64_t t = blockIdx.y, split = blockIdx.z;
+  int64_t kv, h0;
+  int nh;
+  TileHeads(a, kHeads, blockIdx.x, &kv, &h0, &nh);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  WaitForPreviousKernels();
+  const KeySplits ks = ActiveSplits(a, rule);
+  if (split >= ks.splits) return;  // a launch sized for more keys than this pass has
+  const int64_t n_keys = ks.pos0 + t + 1;
+  const int64_t begin = split * ks.chunk, end = min(begin + ks.chunk, n_keys);
+
+  for (int64_t i = tid; i < nh * dqk; i += kTileThreads) q[i] = a.q[t * a.q_stride + h0 * dqk + i];
+  if (tid < kHeads) state[3 * tid] = -INFINITY, state[3 * tid + 1] = 0.0f;
+  __syncthreads();  // a split past this row's keys skips the loop and writes the initial state
+  float acc[kHeads];
+#pragma unroll
+  for (int g = 0; g < kHeads; ++g) acc[g] = 0.0f;
+
+  for (int64_t j0 = begin; j0 < end; j0 += kTileKeys) {
+    const int tile = static_cast<int>(min(static_cast<int64_t>(kTileKeys), end - j0));
+    // A warp per row, a lane per 16 bytes of it.
+    for (int key = warp; key < tile; key += kTileThreads / 32) {
+      const float* k_row = a.k + (j0 + key) * a.k_stride + kv * dqk;
+      const float* v_row = a.v + (j0 + key) * a.v_stride + kv * dv;
+      for (int part = 4 * lane; part < dqk; part += 4 * 32) CopyAsync16(keys + key * k_pitch + part, k_row + part);
+      for (int part = 4 * lane; part < dv; part += 4 * 32) CopyAsync16(values + key * dv + part, v_row + part);
+    }
+    WaitAsyncCopies();
+    __syncthreads();
+
+    // Scores: thread (key, half) takes heads half, half + 2, ...
+    constexpr int kHalf = (kHeads + 1) / 2;
+    const int key = tid % kTileKeys, half = tid / kTileKeys;
+    if (key < tile) {
+      float dot[kHalf];
+#pragma unroll
+      for (int u = 0; u < kHalf; ++u) dot[u] = 0.0f;
+      const float* kr = keys + key * k_pitch;
+#pragma unroll 4
+      for (int i = 0; i < dqk; i += 4) {
+        const float4 k4 = *reinterpret_cast<const float4*>(kr + i);
+#pragma unroll
+        for (int u = 0; u < kHalf; ++u) {
+          const int g = half + 2 * u;
+          if (g >= nh) break;
+          const float4 q4 = *reinterpret_cast<const float4*>(q + g * dqk + i);
+          dot[u] = fmaf(q4.x, k4.x, dot[u]);
+          dot[u] = fmaf(q4.y, k4.y, dot[u]);
+          dot[u] = fmaf(q4.z, k4.z, dot[u]);
+          dot[u] = fmaf(q4.w, k4.w, dot[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kHalf; ++u) {
+        const int g = half + 2 * u;
+        if (g < nh) prob[g * kTileKeys + key] = dot[u] * a.scale;
+      }
+    }
+    __syncthreads();
+
+    // Online softmax over the tile, a warp per head: new max, the probabilities under it, and
+    // the correction of what the head has summed so far.
+    for (int g = warp; g < nh; g += kTileThreads / 32) {
+      float* pg = prob + g * kTileKeys;
+      const float s0 = lane < tile ? pg[lane] : -INFINITY, s1 = lane + 32 < tile ? pg[lane + 32] : -INFINITY;
+      const float m_old = state[3 * g], m_new = fmaxf(m_old, WarpMax(fmaxf(s0, s1)));
+      const float e0 = lane < tile ? expf(s0 - m_new) : 0.0f, e1 = lane + 32 < tile ? expf(s1 - m_new) : 0.0f;
+      pg[lane] = e0, pg[lane + 32] = e1;
+      const float sum = WarpSum(e0 + e1);
+      __syncwarp();
+      if (lane == 0) {
+        const float correction = expf(m_old - m_new);  // 0 on the first tile (m_old = -inf)
+        state[3 * g] = m_new, state[3 * g + 1] = state[3 * g + 1] * correction + sum, state[3 * g + 2] = correction;
+      }
+    }
+    __syncthreads();
+
+    // Weighted values: output element tid of every head, keys in order.
+    if (tid < dv) {
+#pragma unroll
+      for (int g = 0; g < kHeads; ++g)
+        if (g < nh) acc[g] *= state[3 * g + 2];
+      int j = 0;
+      for (; j + 4 <= tile; j += 4) {  // four keys' probabilities in one load per head
+        const float v[4] = {values[j * dv + tid], values[(j + 1) * dv + tid], values[(j + 2) * dv + tid],
+                            values[(j + 3) * dv + tid]};
+#pragma unroll
+        for (int g = 0; g < kHeads; ++g) {
+          if (g >= nh) break;
+          const float4 p4 = *reinterpret_cast<const float4*>(prob + g * kTileKeys + j);
+          acc[g] = fmaf(p4.x, v[0], acc[g]);
+          acc[g] = fmaf(p4.y, v[1], acc[g]);
+          acc[g] = fmaf(p4.z, v[2], acc[g]);
+          acc[g] = fmaf(p4.w, v[3], acc[g]);
+        }
+      }
+      for (; j < tile; ++j) {
+        const float v = values[j * dv + tid];
+#pragma unroll
+        for (int g = 0; g < kHeads; ++g)
+          if (g < nh) acc[g] = fmaf(prob[g * kTileKeys + j], v, acc[g]);
+      }
+    }
+    __syncthreads();  // the next tile overwrites keys, values and prob
+  }
+
+#pragma unroll
+  for (int g = 0; g < kHeads; ++g) {
+    if (g >= nh) break;
+    float* out = partials + PartialIndex(t, h0 + g, split, a.n_heads, splits, dv);
+    if (tid == 0) out[0] = state[3 * g], out[1] = state[3 * g + 1];
+    if (tid < dv) out[2 + tid] = acc[g];
+  }
 }
 
 __global__ void CausalSoftmaxKernel(float* scores, int64_t T, int64_t S, int64_t pos0, int64_t t0) {
@@ -213,11 +380,44 @@ __global__ void CausalSoftmaxKernel(float* scores, int64_t T, int64_t S, int64_t
 
 }  // namespace
 
+namespace {
+
+// The tile kernel takes heads at most kTileMaxDim wide whose rows are whole 16-byte pieces.
+bool UseTileKernel(const AttentionArgs& a) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return a.head_dim_qk <= kTileMaxDim && a.head_dim_v <= kTileMaxDim && a.head_dim_qk % 4 == 0 &&
+         a.head_dim_v % 4 == 0 && a.k_stride % 4 == 0 && a.v_stride % 4 == 0 && aligned(a.k) && aligned(a.v);
+}
+
+SplitRule RuleFor(const AttentionArgs& a) { return UseTileKernel(a) ? kTileRule : kWarpPerKeyRule; }
+
+template <int kHeads>
+cudaError_t LaunchTileKernel(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream) {
+  const int64_t per_kv = (a.n_heads / a.n_kv_heads + kHeads - 1) / kHeads;
+  const dim3 grid(static_cast<unsigned>(a.n_kv_heads * per_kv), static_cast<unsigned>(a.T),
+                  static_cast<unsigned>(splits));
+  const size_t smem = TileSmemFloats(a, kHeads) * sizeof(float);
+  if (cudaError_t err = cudaFuncSetAttribute(AttentionTileKernel<kHeads>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+      err != cudaSuccess)
+    return err;
+  const SplitRule rule = RuleFor(a);
+  if (cudaError_t err = Launch(AttentionTileKernel<kHeads>, grid, kTileThreads, smem, stream, a, rule, splits, partials);
+      err != cudaSuccess)
+    return err;
+  return Launch(AttentionCombineKernel, dim3(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T)), 128, 0,
+                stream, a, rule, splits, static_cast<const float*>(partials));
+}
+
+}  // namespace
+
 int64_t AttentionSplits(const AttentionArgs& a) {
+  const SplitRule rule = RuleFor(a);
   // With the position on the device: as many as the most keys k holds could need (fewer keys
-  // never need more splits, and never more than kMaxAttentionSplits).
-  if (a.pos0_device) return std::clamp<int64_t>((a.key_rows + 31) / 32, 1, kMaxAttentionSplits);
-  const int64_t chunk = AttentionChunk(a.pos0 + a.T);
+  // never need more splits, and never more than the rule's most).
+  if (a.pos0_device)
+    return std::clamp<int64_t>((a.key_rows + rule.first_chunk - 1) / rule.first_chunk, 1, rule.max_splits);
+  const int64_t chunk = AttentionChunk(a.pos0 + a.T, rule);
   return std::max<int64_t>(1, (a.pos0 + a.T + chunk - 1) / chunk);
 }
 
@@ -229,8 +429,17 @@ cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* 
                                  int64_t n_counters, cudaStream_t stream) {
   if (a.T <= 0) return cudaSuccess;
   if (a.head_dim_v > kMaxHeadDimV || a.n_heads > 65535 || a.T > 65535 || splits > 65535) return cudaErrorInvalidValue;
-  if (a.pos0_device ? a.T > a.key_rows : splits * AttentionChunk(a.pos0 + a.T) < a.pos0 + a.T)
+  if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0) return cudaErrorInvalidValue;
+  if (a.pos0_device ? a.T > a.key_rows : splits * AttentionChunk(a.pos0 + a.T, RuleFor(a)) < a.pos0 + a.T)
     return cudaErrorInvalidValue;
+  if (UseTileKernel(a)) {
+    // As many of a kv head's query heads per block as its group has, up to 8.
+    const int64_t group = a.n_heads / a.n_kv_heads;
+    if (group >= 5) return LaunchTileKernel<8>(a, splits, partials, stream);
+    if (group >= 3) return LaunchTileKernel<4>(a, splits, partials, stream);
+    if (group == 2) return LaunchTileKernel<2>(a, splits, partials, stream);
+    return LaunchTileKernel<1>(a, splits, partials, stream);
+  }
   const dim3 grid(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T), static_cast<unsigned>(splits));
   const size_t smem = (a.head_dim_qk + 2 * kAttnWarps + kAttnWarps * a.head_dim_v) * sizeof(float);
   if (smem > 48 * 1024) return cudaErrorInvalidValue;
@@ -242,7 +451,7 @@ cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* 
       err != cudaSuccess || counters)
     return err;
   return Launch(AttentionCombineKernel, dim3(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T)), 128, 0,
-                stream, a, splits, static_cast<const float*>(partials));
+                stream, a, kWarpPerKeyRule, splits, static_cast<const float*>(partials));
 }
 
 cudaError_t LaunchCausalSoftmax(float* scores, int64_t n_heads, int64_t T, int64_t S, int64_t pos0, int64_t t0,
