@@ -34,11 +34,13 @@ constexpr int64_t kMaxGemvRows = 8;
 //   Q8_0 / Q4_0: q [rows, k] int8 codes and d [rows, k / 32] scales, for the integer dot;
 //   bf16: split [rows, k] f32, each group of 16 stored as its 8 even then its 8 odd elements, so
 //   the kernel widens bf16 pairs with a shift and a mask instead of shuffles.
+//   Q4_0 also: offsets [rows, k / 32, 8], 8 times the sums of each 4 consecutive codes (below).
 struct PreparedRows {
   const int8_t* q;
   const float* d;
   const float* split;
   int64_t k;
+  const int32_t* q4_offsets = nullptr;
 };
 
 void SplitEvenOdd(const float* x, int64_t x_stride, int64_t rows, int64_t k, float* out) {
@@ -54,6 +56,14 @@ void QuantizeActivations(const float* x, int64_t x_stride, int64_t rows, int64_t
   for (int64_t m = 0; m < rows; ++m)
     for (int64_t b = 0; b < k / kQuantBlock; ++b)
       d[m * (k / kQuantBlock) + b] = QuantizeBlockInt8(x + m * x_stride + b * kQuantBlock, q + m * k + b * kQuantBlock);
+}
+
+// The AVX2 Q4_0 kernel multiplies the stored nibbles n = code + 8 (unsigned, as maddubs wants)
+// and takes 8 * (the activation codes' sum) off again: sum (n - 8) x = sum n x - 8 sum x, exact in
+// integers. Lane j of a block's offsets covers codes 4j .. 4j + 3, as lane j of maddubs + madd.
+void Q4Offsets(const int8_t* q, int64_t rows, int64_t k, int32_t* offsets) {
+  for (int64_t i = 0; i < rows * k / 4; ++i)
+    offsets[i] = 8 * (q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3]);
 }
 
 // --- portable kernels: out[m] = w_row · x[m] for m < rows ------------------------------------
@@ -152,22 +162,30 @@ __attribute__((target("avx2,fma"))) void DotBf16Avx2(const void* w_row, const fl
   }
 }
 
-// acc[m] += (w_codes · x_codes of block b of row m) * scale, for signed weight codes in [-127, 127].
-// maddubs multiplies unsigned by signed bytes, so the weights' signs move onto the activations.
-// Rows is a template parameter so the accumulators live in registers.
-template <int Rows>
+// acc[m] += (w_codes · x_codes of block b of row m) * scale. maddubs multiplies unsigned by signed
+// bytes: signed weight codes in [-127, 127] move their signs onto the activations; Q4_0's
+// unsigned nibbles (Block::kNibbles) go in as they are and lose the offset after (Q4Offsets).
+// Either way the integer dot is exact. Rows is a template parameter so the accumulators live in
+// registers.
+template <int Rows, bool kNibbles>
 __attribute__((target("avx2,fma,f16c"), always_inline)) inline void AccumulateBlock(__m256i w_codes, float w_scale,
                                                                                   const PreparedRows& x, int64_t b,
                                                                                   __m256* acc) {
   const int64_t blocks = x.k / kQuantBlock;
-  const __m256i w_abs = _mm256_sign_epi8(w_codes, w_codes);
+  const __m256i w_abs = kNibbles ? w_codes : _mm256_sign_epi8(w_codes, w_codes);
   const __m256i ones = _mm256_set1_epi16(1);
   for (int m = 0; m < Rows; ++m) {
     const __m256i x_codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + m * x.k + b * kQuantBlock));
     // |products| <= 2 * 127 * 127 per pair of bytes: no int16 saturation.
-    const __m256i pairs = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x_codes, w_codes));
-    const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-    acc[m] = _mm256_fmadd_ps(dot, _mm256_set1_ps(w_scale * x.d[m * blocks + b]), acc[m]);
+    __m256i dot;
+    if constexpr (kNibbles) {
+      const __m256i offset =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q4_offsets + (m * blocks + b) * 8));
+      dot = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, x_codes), ones), offset);
+    } else {
+      dot = _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x_codes, w_codes)), ones);
+    }
+    acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(w_scale * x.d[m * blocks + b]), acc[m]);
   }
 }
 
@@ -185,12 +203,12 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void SumBlocks(co
     for (int c = 0; c < kChains; ++c) {
       float scale;
       const __m256i codes = Block::Load(w, b + c, &scale);
-      AccumulateBlock<Rows>(codes, scale, x, b + c, acc[c]);
+      AccumulateBlock<Rows, Block::kNibbles>(codes, scale, x, b + c, acc[c]);
     }
   for (; b < blocks; ++b) {
     float scale;
     const __m256i codes = Block::Load(w, b, &scale);
-    AccumulateBlock<Rows>(codes, scale, x, b, acc[0]);
+    AccumulateBlock<Rows, Block::kNibbles>(codes, scale, x, b, acc[0]);
   }
   for (int m = 0; m < Rows; ++m) {
     for (int c = 1; c < kChains; ++c) acc[0][m] = _mm256_add_ps(acc[0][m], acc[c][m]);
@@ -198,8 +216,9 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void SumBlocks(co
   }
 }
 
-// A block's signed codes and scale.
+// A block's codes (signed, or Q4_0's unsigned nibbles) and scale.
 struct Q8Block {
+  static constexpr bool kNibbles = false;
   __attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256i Load(const void* w_row, int64_t b,
                                                                                      float* scale) {
     const BlockQ8_0& block = static_cast<const BlockQ8_0*>(w_row)[b];
@@ -208,14 +227,15 @@ struct Q8Block {
   }
 };
 struct Q4Block {
+  static constexpr bool kNibbles = true;
   __attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256i Load(const void* w_row, int64_t b,
                                                                                      float* scale) {
     const BlockQ4_0& block = static_cast<const BlockQ4_0*>(w_row)[b];
     *scale = _cvtsh_ss(block.d);
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.q));
-    // Elements 0..15 are the low nibbles, 16..31 the high ones; codes are stored + 8.
-    const __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0f));
-    return _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
+    // Elements 0..15 are the low nibbles, 16..31 the high ones (codes stored + 8): the 16 bytes
+    // in both halves, the upper half shifted down by 4.
+    const __m256i packed = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block.q)));
+    return _mm256_and_si256(_mm256_srlv_epi64(packed, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0f));
   }
 };
 
@@ -303,15 +323,20 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
     // even/odd split for bf16.
     thread_local std::vector<int8_t> x_codes;
     thread_local std::vector<float> x_scales, x_split;
+    thread_local std::vector<int32_t> x_offsets;
     if (IsBlockQuantized(w.dtype)) {
       x_codes.resize(static_cast<size_t>(M * K));
       x_scales.resize(static_cast<size_t>(M * K / kQuantBlock));
       QuantizeActivations(x.ptr<float>(), x.stride, M, K, x_codes.data(), x_scales.data());
+      if (w.dtype == DType::kQ4_0) {
+        x_offsets.resize(static_cast<size_t>(M * K / 4));
+        Q4Offsets(x_codes.data(), M, K, x_offsets.data());
+      }
     } else {
       x_split.resize(static_cast<size_t>(M * K));
       SplitEvenOdd(x.ptr<float>(), x.stride, M, K, x_split.data());
     }
-    const PreparedRows xq{x_codes.data(), x_scales.data(), x_split.data(), K};
+    const PreparedRows xq{x_codes.data(), x_scales.data(), x_split.data(), K, x_offsets.data()};
     const size_t row_bytes = RowBytes(w.dtype, w.stride);
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < N; ++j) {
