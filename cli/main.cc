@@ -54,7 +54,7 @@ const char* CommonHelp() {
   return R"(  -m, --model DIR        Hugging Face model folder (config.json, *.safetensors, tokenizer.json)
   --backend cpu|cuda|auto  compute backend (default cpu)
   --device N             CUDA device (default 0)
-  -t, --threads N        CPU threads (default: all cores)
+  -t, --threads N        CPU threads (default: the physical cores it may run on)
   --weights FORMAT       f32 (exact, default), bf16 (half the bytes per token), or int8 / int4
                          (llama.cpp's Q8_0 / Q4_0 blocks: 8.5 / 4.5 bits per weight, CPU only)
   --compute auto|f32|bf16  compute precision (auto: f32 on the CPU, bf16 on CUDA)

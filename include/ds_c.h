@@ -88,7 +88,7 @@ typedef void (*ds_progress_callback)(void* user_data, uint64_t done_bytes, uint6
 typedef struct ds_engine_options {
   uint32_t struct_size;            /* sizeof(ds_engine_options), set by ds_engine_options_init */
   int32_t backend;                 /* a ds_backend; default DS_BACKEND_CPU */
-  int32_t n_threads;               /* CPU threads; 0 (default) = the machine's cores */
+  int32_t n_threads;               /* CPU threads; 0 (default) = the physical cores this process may run on */
   int32_t compute_dtype;           /* a ds_compute_dtype; default DS_COMPUTE_AUTO */
   ds_progress_callback progress;   /* default NULL: no progress reports */
   void* progress_user_data;

@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "core/model/dtype.h"
@@ -24,7 +23,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const BackendOptions& op
   if (options.n_threads < 0)
     return absl::InvalidArgumentError(absl::StrCat("n_threads must be >= 0, got ", options.n_threads));
   int n = options.n_threads;
-  if (n == 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n == 0) n = DefaultCpuThreads();
   try {
     return std::unique_ptr<Backend>(new CpuBackend(n));
   } catch (const dnnl::error& e) {

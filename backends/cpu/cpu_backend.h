@@ -53,6 +53,10 @@ class CpuBackend final : public Backend {
   std::map<MatmulKey, MatmulEntry> matmuls_;
 };
 
+// The default thread count: the physical cores among the CPUs this process may run on
+// (cpu_topology.cc).
+int DefaultCpuThreads();
+
 // Tests (and measurements of what the vector kernels gain) run the portable loops instead of the
 // AVX2 ones with this.
 void UsePortableCpuKernels(bool portable);

@@ -76,7 +76,7 @@ const (
 	BackendCUDA Backend = 2
 )
 
-// EngineOptions: the zero value is the CPU with all cores.
+// EngineOptions: the zero value is the CPU with a thread per physical core.
 type EngineOptions struct {
 	Backend Backend // 0 means CPU
 	Threads int

@@ -82,7 +82,7 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
     pub backend: Backend,
-    /// CPU threads; 0 = all cores.
+    /// CPU threads; 0 = one per physical core this process may run on.
     pub threads: i32,
     /// How weight matrices are stored (f32 by default: exact).
     pub weights: WeightFormat,
