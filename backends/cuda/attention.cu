@@ -217,11 +217,16 @@ __host__ __device__ inline int64_t TileSmemFloats(const AttentionArgs& a, int he
          3 * heads;
 }
 
-// Heads a block of the tile kernel takes: the kv head's query heads, in parts of at most kHeads.
+// The tile kernel's blocks per kv head: its query heads in parts of at most heads_per_block.
+__host__ __device__ inline int64_t TileBlocksPerKvHead(const AttentionArgs& a, int heads_per_block) {
+  return (a.n_heads / a.n_kv_heads + heads_per_block - 1) / heads_per_block;
+}
+
+// Heads block x of the tile kernel takes: its kv head, the first query head and how many.
 __device__ inline void TileHeads(const AttentionArgs& a, int heads_per_block, int64_t x, int64_t* kv, int64_t* h0,
                                  int* n) {
   const int64_t group = a.n_heads / a.n_kv_heads;
-  const int64_t per_kv = (group + heads_per_block - 1) / heads_per_block;
+  const int64_t per_kv = TileBlocksPerKvHead(a, heads_per_block);
   *kv = x / per_kv;
   const int64_t first = (x % per_kv) * heads_per_block;
   *h0 = *kv * group + first;
@@ -391,22 +396,27 @@ bool UseTileKernel(const AttentionArgs& a) {
 
 SplitRule RuleFor(const AttentionArgs& a) { return UseTileKernel(a) ? kTileRule : kWarpPerKeyRule; }
 
+// The second kernel that merges the splits' partials, a block per (head, row).
+cudaError_t LaunchCombine(const AttentionArgs& a, SplitRule rule, int64_t splits, const float* partials,
+                          cudaStream_t stream) {
+  return Launch(AttentionCombineKernel, dim3(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T)), 128, 0,
+                stream, a, rule, splits, partials);
+}
+
 template <int kHeads>
 cudaError_t LaunchTileKernel(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream) {
-  const int64_t per_kv = (a.n_heads / a.n_kv_heads + kHeads - 1) / kHeads;
-  const dim3 grid(static_cast<unsigned>(a.n_kv_heads * per_kv), static_cast<unsigned>(a.T),
+  const dim3 grid(static_cast<unsigned>(a.n_kv_heads * TileBlocksPerKvHead(a, kHeads)), static_cast<unsigned>(a.T),
                   static_cast<unsigned>(splits));
   const size_t smem = TileSmemFloats(a, kHeads) * sizeof(float);
   if (cudaError_t err = cudaFuncSetAttribute(AttentionTileKernel<kHeads>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       err != cudaSuccess)
     return err;
-  const SplitRule rule = RuleFor(a);
-  if (cudaError_t err = Launch(AttentionTileKernel<kHeads>, grid, kTileThreads, smem, stream, a, rule, splits, partials);
+  if (cudaError_t err =
+          Launch(AttentionTileKernel<kHeads>, grid, kTileThreads, smem, stream, a, kTileRule, splits, partials);
       err != cudaSuccess)
     return err;
-  return Launch(AttentionCombineKernel, dim3(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T)), 128, 0,
-                stream, a, rule, splits, static_cast<const float*>(partials));
+  return LaunchCombine(a, kTileRule, splits, partials, stream);
 }
 
 }  // namespace
@@ -450,8 +460,7 @@ cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* 
   if (cudaError_t err = Launch(kernel, grid, kAttnWarps * 32, smem, stream, a, splits, partials, counters);
       err != cudaSuccess || counters)
     return err;
-  return Launch(AttentionCombineKernel, dim3(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T)), 128, 0,
-                stream, a, kWarpPerKeyRule, splits, static_cast<const float*>(partials));
+  return LaunchCombine(a, kWarpPerKeyRule, splits, partials, stream);
 }
 
 cudaError_t LaunchCausalSoftmax(float* scores, int64_t n_heads, int64_t T, int64_t S, int64_t pos0, int64_t t0,
