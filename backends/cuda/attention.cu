@@ -204,10 +204,10 @@ __global__ void AttentionCombineKernel(AttentionArgs a, SplitRule rule, int64_t 
 // --- the tile kernel -----------------------------------------------------------------------------
 constexpr int kTileKeys = 64, kTileThreads = 128;
 constexpr int64_t kTileMaxDim = 128;  // head_dim_qk and head_dim_v: a thread per output element
-// 32 keys per split (half a tile: more blocks for short contexts) up to 4096 keys, then doubled;
-// past 8192 keys a block takes several tiles. Chosen on the H100 over 64/128 and 32/256
-// (bench/RESULTS.md).
-constexpr SplitRule kTileRule{32, 128};
+// 16 keys per split (a quarter of a tile: more blocks for short contexts) up to 2048 keys, then
+// doubled; past 8192 keys a block takes several tiles. Chosen on the H100 over 32/128, 64/128 and
+// 32/256 (bench/RESULTS.md).
+constexpr SplitRule kTileRule{16, 128};
 
 // Shared memory of a block of kHeads query heads: q [kHeads][dqk], the tile's keys
 // [kTileKeys][dqk + 4] (the pad puts a warp's rows in different banks), values [kTileKeys][dv],
