@@ -205,8 +205,8 @@ __global__ void AttentionCombineKernel(AttentionArgs a, SplitRule rule, int64_t 
 constexpr int kTileKeys = 64, kTileThreads = 128;
 constexpr int64_t kTileMaxDim = 128;  // head_dim_qk and head_dim_v: a thread per output element
 // 16 keys per split (a quarter of a tile: more blocks for short contexts) up to 2048 keys, then
-// doubled; past 8192 keys a block takes several tiles. Chosen on the H100 over 32/128, 64/128 and
-// 32/256 (bench/RESULTS.md).
+// doubled; past 8192 keys a block takes several tiles. Chosen on the H100 over 8, 32 and 64 keys
+// per split and 256 splits at most (bench/RESULTS.md).
 constexpr SplitRule kTileRule{16, 128};
 
 // Shared memory of a block of kHeads query heads: q [kHeads][dqk], the tile's keys
