@@ -109,19 +109,20 @@ std::vector<double> QuantizedActivations(const float* x, int64_t k) {
   return out;
 }
 
+// A weight format and the most capable kernels the case may use (kAvx512: the best the CPU has).
 struct FormatCase {
   DType dtype;
-  bool portable;
+  CpuKernels limit;
 };
 
 class NarrowMatmul : public ::testing::TestWithParam<FormatCase> {
  protected:
-  void TearDown() override { UsePortableCpuKernels(false); }
+  void TearDown() override { LimitCpuKernels(CpuKernels::kAvx512); }
 };
 
 TEST_P(NarrowMatmul, MatchesAnF64Reference) {
   const DType dtype = GetParam().dtype;
-  UsePortableCpuKernels(GetParam().portable);
+  LimitCpuKernels(GetParam().limit);
   auto backend = MakeCpuBackend({.n_threads = 2});
   ASSERT_TRUE(backend.ok());
   std::mt19937 rng(3);
@@ -173,13 +174,17 @@ TEST_P(NarrowMatmul, MatchesAnF64Reference) {
 }
 
 std::string FormatCaseName(const ::testing::TestParamInfo<FormatCase>& info) {
-  return std::string(DTypeName(info.param.dtype)) + (info.param.portable ? "_portable" : "_dispatched");
+  const CpuKernels limit = info.param.limit;
+  return std::string(DTypeName(info.param.dtype)) +
+         (limit == CpuKernels::kPortable ? "_portable" : limit == CpuKernels::kAvx2 ? "_avx2" : "_best");
 }
-INSTANTIATE_TEST_SUITE_P(Formats, NarrowMatmul,
-                         ::testing::Values(FormatCase{DType::kBF16, false}, FormatCase{DType::kBF16, true},
-                                           FormatCase{DType::kQ8_0, false}, FormatCase{DType::kQ8_0, true},
-                                           FormatCase{DType::kQ4_0, false}, FormatCase{DType::kQ4_0, true}),
-                         FormatCaseName);
+std::vector<FormatCase> FormatCases() {
+  std::vector<FormatCase> cases;
+  for (DType dtype : {DType::kBF16, DType::kQ8_0, DType::kQ4_0})
+    for (CpuKernels limit : {CpuKernels::kAvx512, CpuKernels::kAvx2, CpuKernels::kPortable}) cases.push_back({dtype, limit});
+  return cases;
+}
+INSTANTIATE_TEST_SUITE_P(Formats, NarrowMatmul, ::testing::ValuesIn(FormatCases()), FormatCaseName);
 
 TEST(Bf16Weights, RoundingIsToNearestEven) {
   EXPECT_EQ(F32ToBf16(1.0f), 0x3f80);

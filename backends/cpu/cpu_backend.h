@@ -57,9 +57,12 @@ class CpuBackend final : public Backend {
 // (cpu_topology.cc).
 int DefaultCpuThreads();
 
-// Tests (and measurements of what the vector kernels gain) run the portable loops instead of the
-// AVX2 ones with this.
-void UsePortableCpuKernels(bool portable);
+// The CPU matmul kernels: portable loops, AVX2 (+FMA, F16C), AVX-512 (F, BW, VL, VNNI). The best
+// the CPU has runs, at most the limit; tests and measurements of what the vector kernels gain
+// lower the limit.
+enum class CpuKernels { kPortable, kAvx2, kAvx512 };
+void LimitCpuKernels(CpuKernels limit);
+CpuKernels ActiveCpuKernels();
 
 // Runs the calling thread's OpenMP regions (ours and oneDNN's) on n threads, and restores the
 // caller's setting after: the host program's threads are not ours to reconfigure.

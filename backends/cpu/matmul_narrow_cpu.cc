@@ -5,8 +5,8 @@
 //   bf16: widened to f32 in registers.
 //   Q8_0 / Q4_0: the activation rows are first quantized to int8 blocks of 32 with an f32 scale
 //   each (as llama.cpp does), so a block's dot product runs in 8-bit integer instructions and one
-//   multiply by the two scales. AVX2 (+FMA, F16C) is picked at run time; a portable loop with the
-//   same arithmetic otherwise.
+//   multiply by the two scales. The kernels are picked at run time: AVX-512 (F, BW, VL, VNNI;
+//   gemv_avx512.cc), else AVX2 (+FMA, F16C), else a portable loop with the same arithmetic.
 // Prefill (many rows) is bound by arithmetic: blocks of weight rows are widened to f32 into a
 // buffer and multiplied by oneDNN's f32 GEMM.
 #include <cpuid.h>
@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/gemv.h"
 #include "core/model/dtype.h"
 #include "core/model/quant.h"
 #include "core/status.h"
@@ -28,27 +29,23 @@
 namespace ds {
 namespace {
 
-constexpr int64_t kMaxGemvRows = 8;
+// n elements of `buffer` starting on a 64-byte boundary: the kernels' vector loads of the
+// prepared activations then never straddle two cache lines (rows of the usual widths are whole
+// lines too).
+template <typename T>
+T* CacheLineAligned(std::vector<T>& buffer, int64_t n) {
+  buffer.resize(static_cast<size_t>(n) + 64 / sizeof(T));
+  const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<T*>((address + 63) / 64 * 64);
+}
 
-// The activation rows, prepared once per call for the weight format's kernel:
-//   Q8_0 / Q4_0: q [rows, k] int8 codes and d [rows, k / 32] scales, for the integer dot;
-//   bf16: split [rows, k] f32, each group of 16 stored as its 8 even then its 8 odd elements, so
-//   the kernel widens bf16 pairs with a shift and a mask instead of shuffles.
-//   Q4_0 also: offsets [rows, k / 32, 8], 8 times the sums of each 4 consecutive codes (below).
-struct PreparedRows {
-  const int8_t* q;
-  const float* d;
-  const float* split;
-  int64_t k;
-  const int32_t* q4_offsets = nullptr;
-};
-
-void SplitEvenOdd(const float* x, int64_t x_stride, int64_t rows, int64_t k, float* out) {
+// Each whole group of `group` elements as its even then its odd elements (PreparedRows::split).
+void SplitEvenOdd(const float* x, int64_t x_stride, int64_t rows, int64_t k, int64_t group, float* out) {
   for (int64_t m = 0; m < rows; ++m)
-    for (int64_t g = 0; g + 16 <= k; g += 16)
-      for (int64_t i = 0; i < 8; ++i) {
+    for (int64_t g = 0; g + group <= k; g += group)
+      for (int64_t i = 0; i < group / 2; ++i) {
         out[m * k + g + i] = x[m * x_stride + g + 2 * i];
-        out[m * k + g + 8 + i] = x[m * x_stride + g + 2 * i + 1];
+        out[m * k + g + group / 2 + i] = x[m * x_stride + g + 2 * i + 1];
       }
 }
 
@@ -58,9 +55,10 @@ void QuantizeActivations(const float* x, int64_t x_stride, int64_t rows, int64_t
       d[m * (k / kQuantBlock) + b] = QuantizeBlockInt8(x + m * x_stride + b * kQuantBlock, q + m * k + b * kQuantBlock);
 }
 
-// The AVX2 Q4_0 kernel multiplies the stored nibbles n = code + 8 (unsigned, as maddubs wants)
-// and takes 8 * (the activation codes' sum) off again: sum (n - 8) x = sum n x - 8 sum x, exact in
-// integers. Lane j of a block's offsets covers codes 4j .. 4j + 3, as lane j of maddubs + madd.
+// The Q4_0 kernels multiply the stored nibbles n = code + 8 (unsigned, as maddubs and vpdpbusd
+// want) and take 8 * (the activation codes' sum) off again: sum (n - 8) x = sum n x - 8 sum x,
+// exact in integers. Lane j of a block's offsets covers codes 4j .. 4j + 3, as 32-bit lane j of
+// maddubs + madd or vpdpbusd.
 void Q4Offsets(const int8_t* q, int64_t rows, int64_t k, int32_t* offsets) {
   for (int64_t i = 0; i < rows * k / 4; ++i)
     offsets[i] = 8 * (q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3]);
@@ -121,10 +119,6 @@ __attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
   const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
   return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)));
 }
-
-// Independent accumulators per activation row: one FMA chain per row would wait on the FMA's
-// latency (4-5 cycles) every step, well below what memory delivers when rows are few.
-constexpr int ChainsFor(int rows) { return rows == 1 ? 4 : rows <= 4 ? 2 : 1; }
 
 // a[m] += the 16 bf16 weights at w · the 16 activations of row m at x (split even/odd).
 // 32-bit word j of the weights holds elements 2j (low half) and 2j + 1 (high half); a bf16 is the
@@ -249,57 +243,49 @@ __attribute__((target("avx2,fma,f16c"))) void DotQ4Avx2(const void* w_row, const
   SumBlocks<Rows, Q4Block>(w_row, x, out);
 }
 
-// The kernel for `rows` activation rows (1..kMaxGemvRows), from one instantiated per count.
-template <template <int> class Kernel>
-void DispatchRows(const void* w_row, const float* x, int64_t x_stride, const PreparedRows& xq, int64_t rows,
-                  int64_t k, float* out) {
-  switch (rows) {
-    case 1: return Kernel<1>::Run(w_row, x, x_stride, xq, k, out);
-    case 2: return Kernel<2>::Run(w_row, x, x_stride, xq, k, out);
-    case 3: return Kernel<3>::Run(w_row, x, x_stride, xq, k, out);
-    case 4: return Kernel<4>::Run(w_row, x, x_stride, xq, k, out);
-    case 5: return Kernel<5>::Run(w_row, x, x_stride, xq, k, out);
-    case 6: return Kernel<6>::Run(w_row, x, x_stride, xq, k, out);
-    case 7: return Kernel<7>::Run(w_row, x, x_stride, xq, k, out);
-    default: return Kernel<8>::Run(w_row, x, x_stride, xq, k, out);
-  }
-}
 template <int Rows>
 struct Bf16Kernel {
-  static void Run(const void* w, const float* x, int64_t x_stride, const PreparedRows& prepared, int64_t, float* out) {
+  static void Run(const void* w, const float* x, int64_t x_stride, const PreparedRows& prepared, float* out) {
     DotBf16Avx2<Rows>(w, x, x_stride, prepared, out);
   }
 };
 template <int Rows>
 struct Q8Kernel {
-  static void Run(const void* w, const float*, int64_t, const PreparedRows& xq, int64_t, float* out) {
+  static void Run(const void* w, const float*, int64_t, const PreparedRows& xq, float* out) {
     DotQ8Avx2<Rows>(w, xq, out);
   }
 };
 template <int Rows>
 struct Q4Kernel {
-  static void Run(const void* w, const float*, int64_t, const PreparedRows& xq, int64_t, float* out) {
+  static void Run(const void* w, const float*, int64_t, const PreparedRows& xq, float* out) {
     DotQ4Avx2<Rows>(w, xq, out);
   }
 };
-static_assert(kMaxGemvRows == 8);
-
-using DotRow = void (*)(const void* w_row, const float* x, int64_t x_stride, const PreparedRows& xq,
-                        int64_t rows, int64_t k, float* out);
-
-bool HasAvx2() {
+// The best kernels this CPU runs: AVX2 needs FMA and F16C; AVX-512 needs F, BW, VL and VNNI
+// (Ice Lake and newer Xeons, Zen 4 and newer EPYCs), with the OS saving the registers.
+CpuKernels DetectCpuKernels() {
   __builtin_cpu_init();
-  // F16C by cpuid: not every compiler's __builtin_cpu_supports knows it (clang 14 does not).
+  // F16C and the AVX-512 subsets by cpuid: not every compiler's __builtin_cpu_supports knows them
+  // (clang 14 does not know F16C); avx512f's check includes the OS's.
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)) return CpuKernels::kPortable;
+  const bool leaf7 = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx);
+  const bool avx512 = leaf7 && __builtin_cpu_supports("avx512f") && (ebx & bit_AVX512BW) && (ebx & bit_AVX512VL) &&
+                      (ecx & bit_AVX512VNNI);
+  return avx512 ? CpuKernels::kAvx512 : CpuKernels::kAvx2;
 }
 
-std::atomic<bool> portable_kernels{false};
+std::atomic<CpuKernels> kernel_limit{CpuKernels::kAvx512};
 
-DotRow PickDotRow(DType dtype) {
-  static const bool has_avx2 = HasAvx2();
-  const bool avx2 = has_avx2 && !portable_kernels.load(std::memory_order_relaxed);
+CpuKernels ActiveKernels() {
+  static const CpuKernels detected = DetectCpuKernels();
+  return std::min(detected, kernel_limit.load(std::memory_order_relaxed));
+}
+
+DotRow PickDotRow(DType dtype, CpuKernels kernels) {
+  if (kernels == CpuKernels::kAvx512) return PickDotRowAvx512(dtype);
+  const bool avx2 = kernels == CpuKernels::kAvx2;
   switch (dtype) {
     case DType::kBF16: return avx2 ? DispatchRows<Bf16Kernel> : DotBf16Portable;
     case DType::kQ8_0: return avx2 ? DispatchRows<Q8Kernel> : DotQ8Portable;
@@ -310,33 +296,39 @@ DotRow PickDotRow(DType dtype) {
 
 }  // namespace
 
-void UsePortableCpuKernels(bool portable) { portable_kernels = portable; }
+void LimitCpuKernels(CpuKernels limit) { kernel_limit = limit; }
+CpuKernels ActiveCpuKernels() { return ActiveKernels(); }
 
 absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const int64_t M = x.rows, N = w.rows, K = w.cols;
   const float* b = bias ? bias->ptr<float>() : nullptr;
   ScopedOmpThreads threads(n_threads_);
   if (M <= kMaxGemvRows) {
-    const DotRow dot_row = PickDotRow(w.dtype);
+    const CpuKernels kernels = ActiveKernels();
+    const DotRow dot_row = PickDotRow(w.dtype, kernels);
     if (!dot_row) return absl::InternalError(absl::StrCat("cpu matmul: ", DTypeName(w.dtype), " is not a weight format"));
     // Prepare the activations once, on this thread: int8 codes for the quantized formats, the
     // even/odd split for bf16.
-    thread_local std::vector<int8_t> x_codes;
-    thread_local std::vector<float> x_scales, x_split;
-    thread_local std::vector<int32_t> x_offsets;
+    thread_local std::vector<int8_t> codes_buffer;
+    thread_local std::vector<float> x_scales, split_buffer;
+    thread_local std::vector<int32_t> offsets_buffer;
+    int8_t* x_codes = nullptr;
+    float* x_split = nullptr;
+    int32_t* x_offsets = nullptr;
     if (IsBlockQuantized(w.dtype)) {
-      x_codes.resize(static_cast<size_t>(M * K));
+      x_codes = CacheLineAligned(codes_buffer, M * K);
       x_scales.resize(static_cast<size_t>(M * K / kQuantBlock));
-      QuantizeActivations(x.ptr<float>(), x.stride, M, K, x_codes.data(), x_scales.data());
+      QuantizeActivations(x.ptr<float>(), x.stride, M, K, x_codes, x_scales.data());
       if (w.dtype == DType::kQ4_0) {
-        x_offsets.resize(static_cast<size_t>(M * K / 4));
-        Q4Offsets(x_codes.data(), M, K, x_offsets.data());
+        x_offsets = CacheLineAligned(offsets_buffer, M * K / 4);
+        Q4Offsets(x_codes, M, K, x_offsets);
       }
     } else {
-      x_split.resize(static_cast<size_t>(M * K));
-      SplitEvenOdd(x.ptr<float>(), x.stride, M, K, x_split.data());
+      x_split = CacheLineAligned(split_buffer, M * K);
+      SplitEvenOdd(x.ptr<float>(), x.stride, M, K, kernels == CpuKernels::kAvx512 ? kAvx512SplitGroup : kAvx2SplitGroup,
+                   x_split);
     }
-    const PreparedRows xq{x_codes.data(), x_scales.data(), x_split.data(), K, x_offsets.data()};
+    const PreparedRows xq{x_codes, x_scales.data(), x_split, K, x_offsets};
     const size_t row_bytes = RowBytes(w.dtype, w.stride);
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < N; ++j) {

@@ -1,0 +1,66 @@
+// What the decode GEMV kernels (few activation rows, bound by reading the weights) share: the
+// activation rows prepared once per call, the kernel signature and the dispatch on the row count.
+// The AVX2 kernels are in matmul_narrow_cpu.cc; the AVX-512 ones in gemv_avx512.cc, a file
+// compiled for AVX-512 and called only on CPUs that have it. The inline code here is therefore
+// kept to internal linkage: a copy compiled for AVX-512 must never be the one the linker keeps
+// for the rest of the program.
+#pragma once
+
+#include <cstdint>
+
+#include "backends/backend.h"
+
+namespace ds {
+
+constexpr int64_t kMaxGemvRows = 8;
+
+// The activation rows, prepared once per call for the weight format's kernel:
+//   Q8_0 / Q4_0: q [rows, k] int8 codes and d [rows, k / 32] scales, for the integer dot;
+//   bf16: split [rows, k] f32, each group of split_group elements stored as its even then its odd
+//   ones, so the kernel widens bf16 pairs with a shift and a mask instead of shuffles.
+//   Q4_0 also: offsets [rows, k / 32, 8], 8 times the sums of each 4 consecutive codes: the
+//   kernels multiply the stored nibbles (code + 8, unsigned) and take these off again.
+struct PreparedRows {
+  const int8_t* q;
+  const float* d;
+  const float* split;
+  int64_t k;
+  const int32_t* q4_offsets = nullptr;
+};
+
+// out[m] = w_row · x[m] for m < rows.
+using DotRow = void (*)(const void* w_row, const float* x, int64_t x_stride, const PreparedRows& xq,
+                        int64_t rows, int64_t k, float* out);
+
+// The bf16 kernels' split groups (PreparedRows::split).
+constexpr int64_t kAvx2SplitGroup = 16, kAvx512SplitGroup = 32;
+
+// The AVX-512 kernel (F, BW, VL, VNNI) for a weight format, or null. Call only where the CPU has
+// those (matmul_narrow_cpu.cc checks).
+DotRow PickDotRowAvx512(DType dtype);
+
+namespace {
+
+// Independent accumulators per activation row: one FMA chain per row would wait on the FMA's
+// latency (4-5 cycles) every step, well below what memory delivers when rows are few.
+constexpr int ChainsFor(int rows) { return rows == 1 ? 4 : rows <= 4 ? 2 : 1; }
+
+// The kernel for `rows` activation rows (1..kMaxGemvRows), from one instantiated per count.
+template <template <int> class Kernel>
+void DispatchRows(const void* w_row, const float* x, int64_t x_stride, const PreparedRows& xq, int64_t rows,
+                  int64_t k, float* out) {
+  static_assert(kMaxGemvRows == 8);
+  switch (rows) {
+    case 1: return Kernel<1>::Run(w_row, x, x_stride, xq, out);
+    case 2: return Kernel<2>::Run(w_row, x, x_stride, xq, out);
+    case 3: return Kernel<3>::Run(w_row, x, x_stride, xq, out);
+    case 4: return Kernel<4>::Run(w_row, x, x_stride, xq, out);
+    case 5: return Kernel<5>::Run(w_row, x, x_stride, xq, out);
+    case 6: return Kernel<6>::Run(w_row, x, x_stride, xq, out);
+    case 7: return Kernel<7>::Run(w_row, x, x_stride, xq, out);
+    default: return Kernel<8>::Run(w_row, x, x_stride, xq, out);
+  }
+}
+
+}  // namespace
+}  // namespace ds

@@ -1,0 +1,188 @@
+// The decode GEMV kernels for AVX-512 (F, BW, VL, VNNI): the AVX2 kernels' work
+// (matmul_narrow_cpu.cc) at twice the width, and Q8_0 / Q4_0's integer dot of a block in one
+// vpdpbusd instead of maddubs + madd. The integer dots are the same exact integers as the AVX2
+// kernels'; the float sums run in a different order.
+//
+// This file is compiled for AVX-512 (CMakeLists.txt) and its kernels run only on CPUs that have
+// it. So it must not use inline functions of other headers: the linker could keep this file's
+// AVX-512 copy of one for every caller. The few helpers it needs are its own.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "backends/cpu/gemv.h"
+#include "core/model/quant.h"
+
+namespace ds {
+namespace {
+
+float Bf16Bits(uint16_t h) {
+  const uint32_t u = uint32_t{h} << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+float Sum8(__m256 v) {
+  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)));
+}
+
+// a[m] += the 32 bf16 weights at w · the 32 activations of row m at x (split even/odd in groups
+// of 32): 32-bit word j holds elements 2j (low half) and 2j + 1 (high half).
+template <int Rows>
+inline void Bf16Group(const uint16_t* w, const float* x, int64_t k, __m512* a) {
+  const __m512i raw = _mm512_loadu_si512(w);
+  const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+  const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(raw, _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u))));
+  for (int m = 0; m < Rows; ++m) {
+    a[m] = _mm512_fmadd_ps(even, _mm512_loadu_ps(x + m * k), a[m]);
+    a[m] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(x + m * k + 16), a[m]);
+  }
+}
+
+template <int Rows>
+struct Bf16Kernel {
+  static void Run(const void* w_row, const float* x, int64_t x_stride, const PreparedRows& prepared, float* out) {
+    constexpr int kChains = ChainsFor(Rows);
+    const uint16_t* w = static_cast<const uint16_t*>(w_row);
+    const int64_t k = prepared.k;
+    __m512 acc[kChains][Rows];
+    for (int c = 0; c < kChains; ++c)
+      for (int m = 0; m < Rows; ++m) acc[c][m] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 * kChains <= k; i += 32 * kChains)
+      for (int c = 0; c < kChains; ++c) Bf16Group<Rows>(w + i + 32 * c, prepared.split + i + 32 * c, k, acc[c]);
+    for (; i + 32 <= k; i += 32) Bf16Group<Rows>(w + i, prepared.split + i, k, acc[0]);
+    for (int m = 0; m < Rows; ++m) {
+      for (int c = 1; c < kChains; ++c) acc[0][m] = _mm512_add_ps(acc[0][m], acc[c][m]);
+      float sum = _mm512_reduce_add_ps(acc[0][m]);
+      for (int64_t j = i; j < k; ++j) sum += Bf16Bits(w[j]) * x[m * x_stride + j];
+      out[m] = sum;
+    }
+  }
+};
+
+// The block formats: the integer dots of two consecutive blocks (b, b + 1) with an activation
+// row's codes, as 16 int32 lanes (8 per block), or of one block as 8 lanes. Lane j of a block sums
+// its codes 4j .. 4j + 3.
+struct Q8Blocks {
+  // vpdpbusd multiplies unsigned by signed bytes: the weights' signs move onto the activations.
+  struct Pair {
+    __m512i w_abs;
+    __mmask64 negative;
+    Pair(const void* w_row, int64_t b) {
+      const BlockQ8_0* blocks = static_cast<const BlockQ8_0*>(w_row);
+      const __m512i w = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks[b].q))),
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks[b + 1].q)), 1);
+      w_abs = _mm512_abs_epi8(w);
+      negative = _mm512_movepi8_mask(w);
+    }
+    __m512i Dot(const PreparedRows&, const __m512i x, int64_t, int64_t) const {
+      return _mm512_dpbusd_epi32(_mm512_setzero_si512(), w_abs,
+                                 _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x));
+    }
+  };
+  static __m256i DotOne(const void* w_row, int64_t b, const PreparedRows&, __m256i x, int64_t, int64_t) {
+    const __m256i w =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const BlockQ8_0*>(w_row)[b].q));
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+  }
+  static float Scale(const void* w_row, int64_t b) { return _cvtsh_ss(static_cast<const BlockQ8_0*>(w_row)[b].d); }
+};
+
+struct Q4Blocks {
+  // The stored nibbles (code + 8) go in as they are; 8 x the activation codes' sums come off after
+  // (PreparedRows::q4_offsets). A block's elements 0..15 are its bytes' low nibbles, 16..31 the high.
+  struct Pair {
+    __m512i nibbles;
+    Pair(const void* w_row, int64_t b) {
+      const BlockQ4_0* blocks = static_cast<const BlockQ4_0*>(w_row);
+      const __m256i lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b].q)));
+      const __m256i hi =
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b + 1].q)));
+      const __m512i packed = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      nibbles = _mm512_and_si512(_mm512_srlv_epi64(packed, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0)),
+                                 _mm512_set1_epi8(0x0f));
+    }
+    __m512i Dot(const PreparedRows& x, const __m512i codes, int64_t m, int64_t b) const {
+      const int64_t blocks = x.k / kQuantBlock;
+      const __m512i offsets = _mm512_loadu_si512(x.q4_offsets + (m * blocks + b) * 8);
+      return _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nibbles, codes), offsets);
+    }
+  };
+  static __m256i DotOne(const void* w_row, int64_t b, const PreparedRows& x, __m256i codes, int64_t m,
+                        int64_t blocks) {
+    const __m256i packed = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const BlockQ4_0*>(w_row)[b].q)));
+    const __m256i nibbles =
+        _mm256_and_si256(_mm256_srlv_epi64(packed, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0f));
+    const __m256i offsets = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q4_offsets + (m * blocks + b) * 8));
+    return _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles, codes), offsets);
+  }
+  static float Scale(const void* w_row, int64_t b) { return _cvtsh_ss(static_cast<const BlockQ4_0*>(w_row)[b].d); }
+};
+
+// acc[m] += blocks b and b + 1 of row m, each block's 8 lanes times its two scales.
+template <int Rows, typename Blocks>
+inline void AccumulatePair(const void* w_row, const PreparedRows& x, int64_t b, __m512* acc) {
+  const int64_t blocks = x.k / kQuantBlock;
+  const typename Blocks::Pair pair(w_row, b);
+  const float s0 = Blocks::Scale(w_row, b), s1 = Blocks::Scale(w_row, b + 1);
+  for (int m = 0; m < Rows; ++m) {
+    const __m512i codes = _mm512_loadu_si512(x.q + m * x.k + b * kQuantBlock);
+    const __m512 scale = _mm512_castsi512_ps(
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(_mm256_set1_ps(s0 * x.d[m * blocks + b]))),
+                           _mm256_castps_si256(_mm256_set1_ps(s1 * x.d[m * blocks + b + 1])), 1));
+    acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair.Dot(x, codes, m, b)), scale, acc[m]);
+  }
+}
+
+template <typename Blocks>
+struct BlockKernel {
+  template <int Rows>
+  struct Kernel {
+    static void Run(const void* w_row, const float*, int64_t, const PreparedRows& x, float* out) {
+      constexpr int kChains = ChainsFor(Rows);
+      const int64_t blocks = x.k / kQuantBlock;
+      __m512 acc[kChains][Rows];
+      for (int c = 0; c < kChains; ++c)
+        for (int m = 0; m < Rows; ++m) acc[c][m] = _mm512_setzero_ps();
+      int64_t b = 0;
+      for (; b + 2 * kChains <= blocks; b += 2 * kChains)
+        for (int c = 0; c < kChains; ++c) AccumulatePair<Rows, Blocks>(w_row, x, b + 2 * c, acc[c]);
+      for (; b + 2 <= blocks; b += 2) AccumulatePair<Rows, Blocks>(w_row, x, b, acc[0]);
+      for (int m = 0; m < Rows; ++m) {
+        for (int c = 1; c < kChains; ++c) acc[0][m] = _mm512_add_ps(acc[0][m], acc[c][m]);
+        float sum = _mm512_reduce_add_ps(acc[0][m]);
+        if (b < blocks) {  // an odd block count's last block
+          const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + m * x.k + b * kQuantBlock));
+          const __m256i dot = Blocks::DotOne(w_row, b, x, codes, m, blocks);
+          sum += Sum8(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(Blocks::Scale(w_row, b) * x.d[m * blocks + b])));
+        }
+        out[m] = sum;
+      }
+    }
+  };
+};
+
+template <int Rows>
+using Q8Kernel = BlockKernel<Q8Blocks>::Kernel<Rows>;
+template <int Rows>
+using Q4Kernel = BlockKernel<Q4Blocks>::Kernel<Rows>;
+
+}  // namespace
+
+DotRow PickDotRowAvx512(DType dtype) {
+  switch (dtype) {
+    case DType::kBF16: return DispatchRows<Bf16Kernel>;
+    case DType::kQ8_0: return DispatchRows<Q8Kernel>;
+    case DType::kQ4_0: return DispatchRows<Q4Kernel>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace ds
