@@ -62,7 +62,6 @@ int DefaultCpuThreads();
 // lower the limit.
 enum class CpuKernels { kPortable, kAvx2, kAvx512 };
 void LimitCpuKernels(CpuKernels limit);
-CpuKernels ActiveCpuKernels();
 
 // Runs the calling thread's OpenMP regions (ours and oneDNN's) on n threads, and restores the
 // caller's setting after: the host program's threads are not ours to reconfigure.

@@ -16,8 +16,9 @@ constexpr int64_t kMaxGemvRows = 8;
 
 // The activation rows, prepared once per call for the weight format's kernel:
 //   Q8_0 / Q4_0: q [rows, k] int8 codes and d [rows, k / 32] scales, for the integer dot;
-//   bf16: split [rows, k] f32, each group of split_group elements stored as its even then its odd
-//   ones, so the kernel widens bf16 pairs with a shift and a mask instead of shuffles.
+//   bf16: split [rows, k] f32, each group of the kernel's split group (kAvx2SplitGroup or
+//   kAvx512SplitGroup) stored as its even then its odd elements, so the kernel widens bf16 pairs
+//   with a shift and a mask instead of shuffles.
 //   Q4_0 also: offsets [rows, k / 32, 8], 8 times the sums of each 4 consecutive codes: the
 //   kernels multiply the stored nibbles (code + 8, unsigned) and take these off again.
 struct PreparedRows {

@@ -297,7 +297,6 @@ DotRow PickDotRow(DType dtype, CpuKernels kernels) {
 }  // namespace
 
 void LimitCpuKernels(CpuKernels limit) { kernel_limit = limit; }
-CpuKernels ActiveCpuKernels() { return ActiveKernels(); }
 
 absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const int64_t M = x.rows, N = w.rows, K = w.cols;
