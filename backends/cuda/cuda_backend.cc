@@ -136,7 +136,13 @@ absl::Status CudaBackend::WriteRows(const Tensor& src, const Tensor& dst, const 
 }
 
 absl::Status CudaBackend::Argmax(const Tensor& x, const Tensor& ids) {
-  return Check(LaunchArgmax(x.ptr<float>(), x.stride, x.rows, x.cols, ids.ptr<int32_t>(), stream()), "argmax");
+  if (x.rows == 0 || x.cols == 0) return absl::OkStatus();
+  const int64_t parts = ArgmaxParts(x.cols);
+  DS_ASSIGN_OR_RETURN(Tensor part_best, Alloc(DType::kF32, x.rows, parts));
+  DS_ASSIGN_OR_RETURN(Tensor part_at, Alloc(DType::kI32, x.rows, parts));
+  return Check(LaunchArgmax(x.ptr<float>(), x.stride, x.rows, x.cols, ids.ptr<int32_t>(), part_best.ptr<float>(),
+                            part_at.ptr<int32_t>(), stream()),
+               "argmax");
 }
 
 absl::Status CudaBackend::Copy(const Tensor& src, const Tensor& dst) {

@@ -39,9 +39,12 @@ cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads
 // left out.
 cudaError_t LaunchWriteRows(const float* x, int64_t x_stride, int64_t rows, int64_t cols, float* y, int64_t y_stride,
                             int64_t y_rows, const int32_t* pos0_device, cudaStream_t stream);
-// ids[r] = the index of row r's largest value, the first on ties (Backend::Argmax).
+// ids[r] = the index of row r's largest value, the first on ties (Backend::Argmax). A row is
+// read in ArgmaxParts(cols) parts by as many blocks; with more than one, part_best and part_at
+// ([rows, parts] scratch) hold each part's best for a second kernel.
+int64_t ArgmaxParts(int64_t cols);
 cudaError_t LaunchArgmax(const float* x, int64_t x_stride, int64_t rows, int64_t cols, int32_t* ids,
-                         cudaStream_t stream);
+                         float* part_best, int32_t* part_at, cudaStream_t stream);
 // y (contiguous [rows, cols] bf16) = x rounded to nearest even.
 cudaError_t LaunchToBf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* y,
                          cudaStream_t stream);
