@@ -42,14 +42,39 @@ absl::Status Backend::GateUp(const Tensor& x, const Tensor& gate_proj, const Ten
   return SiluMul(y, *up, y);
 }
 
-absl::Status Backend::AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps, const Tensor& sum,
-                                 const Tensor& normed) {
-  if (absl::Status s = Add(a, b, sum); !s.ok()) return s;
-  return RmsNorm(sum, weight, eps, normed);
+absl::Status Backend::NormMatmul(const Tensor& x, const Tensor& norm, float eps, const Tensor& w, const Tensor* bias,
+                                 const Tensor& y) {
+  auto normed = Alloc(DType::kF32, x.rows, x.cols);
+  if (!normed.ok()) return normed.status();
+  if (absl::Status s = RmsNorm(x, norm, eps, *normed); !s.ok()) return s;
+  return Matmul(*normed, w, bias, y);
+}
+
+absl::Status Backend::NormGateUp(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate_proj,
+                                 const Tensor& up_proj, const Tensor& y) {
+  auto normed = Alloc(DType::kF32, x.rows, x.cols);
+  if (!normed.ok()) return normed.status();
+  if (absl::Status s = RmsNorm(x, norm, eps, *normed); !s.ok()) return s;
+  return GateUp(*normed, gate_proj, up_proj, y);
+}
+
+absl::Status Backend::MatmulAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
+                                const Tensor& y) {
+  if (absl::Status s = Matmul(x, w, bias, y); !s.ok()) return s;
+  return Add(residual, y, y);
 }
 
 absl::Status Backend::WriteRows(const Tensor& src, const Tensor& dst, const Position& at) {
   return Copy(src, dst.Rows(at.pos0, src.rows));
+}
+
+absl::Status Backend::RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim,
+                                     int64_t rot_dim, const RopeTable& table, RopeLayout layout, const Position& at,
+                                     const Tensor& k_cache, const Tensor& v_cache) {
+  for (const Tensor* x : {&q, &k})
+    if (absl::Status s = Rope(*x, x->cols / head_dim, head_dim, rot_dim, table, layout, at); !s.ok()) return s;
+  if (absl::Status s = WriteRows(k, k_cache, at); !s.ok()) return s;
+  return WriteRows(v, v_cache, at);
 }
 
 absl::Status Backend::BeginRecording() {

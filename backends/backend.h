@@ -111,9 +111,15 @@ class Backend {
   // where fusing saves launches or passes over memory.
   // y = silu(x · gate_projᵀ) * (x · up_projᵀ): the first half of a SwiGLU MLP.
   virtual absl::Status GateUp(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y);
-  // sum = a + b; normed = rms_norm(sum) * weight: a residual add and the next norm.
-  virtual absl::Status AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps, const Tensor& sum,
-                                  const Tensor& normed);
+  // y = rms_norm(x) * norm · wᵀ (+ bias): the norm before a projection.
+  virtual absl::Status NormMatmul(const Tensor& x, const Tensor& norm, float eps, const Tensor& w, const Tensor* bias,
+                                  const Tensor& y);
+  // y = GateUp(rms_norm(x) * norm): the norm before a SwiGLU MLP.
+  virtual absl::Status NormGateUp(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate_proj,
+                                  const Tensor& up_proj, const Tensor& y);
+  // y = residual + (x · wᵀ + bias): a projection added back into the residual stream.
+  virtual absl::Status MatmulAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
+                                 const Tensor& y);
   // y[i] = table[ids[i]]: ids [1, n] i32, y [n, cols] (table f32 or bf16)
   virtual absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) = 0;
   virtual absl::Status Copy(const Tensor& src, const Tensor& dst) = 0;
@@ -123,6 +129,12 @@ class Backend {
   // every row of x; row t is at position pos0 + t.
   virtual absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
                             const RopeTable& table, RopeLayout layout, const Position& at) = 0;
+  // The step between a layer's q, k, v projection and its attention, one pass where a backend
+  // fuses it: Rope (layout, rot_dim of each head) on q's and k's heads, head_dim apart, in
+  // place; then WriteRows of k and v into k_cache and v_cache at the pass's position.
+  virtual absl::Status RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim,
+                                      int64_t rot_dim, const RopeTable& table, RopeLayout layout, const Position& at,
+                                      const Tensor& k_cache, const Tensor& v_cache);
   // Causal softmax attention. q [T, n_heads * head_dim_qk], k [S, n_kv_heads * head_dim_qk],
   // v [S, n_kv_heads * head_dim_v], out [T, n_heads * head_dim_v], S >= pos0 + T.
   virtual absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,

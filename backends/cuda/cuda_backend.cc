@@ -161,14 +161,6 @@ absl::Status CudaBackend::RmsNorm(const Tensor& x, const Tensor& weight, float e
                "rms_norm");
 }
 
-absl::Status CudaBackend::AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps,
-                                     const Tensor& sum, const Tensor& normed) {
-  return Check(LaunchAddRmsNorm(a.ptr<float>(), a.stride, b.ptr<float>(), b.stride, weight.ptr<float>(), eps,
-                                sum.ptr<float>(), sum.stride, normed.ptr<float>(), normed.stride, a.rows, a.cols,
-                                stream()),
-               "add_rms_norm");
-}
-
 absl::Status CudaBackend::Add(const Tensor& a, const Tensor& b, const Tensor& y) {
   return Check(LaunchAdd(a.ptr<float>(), a.stride, b.ptr<float>(), b.stride, y.ptr<float>(), y.stride, a.rows, a.cols,
                          stream()),
@@ -193,6 +185,38 @@ absl::Status CudaBackend::Rope(const Tensor& x, int64_t n_heads, int64_t head_st
                           table.attention_factor, layout == RopeLayout::kInterleaved, at.pos0,
                           at.device.valid() ? at.device.ptr<int32_t>() : nullptr, stream()),
                "rope");
+}
+
+absl::Status CudaBackend::RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim,
+                                         int64_t rot_dim, const RopeTable& table, RopeLayout layout,
+                                         const Position& at, const Tensor& k_cache, const Tensor& v_cache) {
+  for (const Tensor* x : {&q, &k, &v, &k_cache, &v_cache})
+    if (x->dtype != DType::kF32) return absl::InternalError("cuda: rope_and_store_kv of f32 only");
+  // One cache row index for both caches: they have the same rows (a layer's k and v cache).
+  if (k_cache.rows != v_cache.rows)
+    return Backend::RopeAndStoreKv(q, k, v, head_dim, rot_dim, table, layout, at, k_cache, v_cache);
+  const RopeAndStoreKvArgs args{.q = q.ptr<float>(),
+                                .q_stride = q.stride,
+                                .q_heads = q.cols / head_dim,
+                                .k = k.ptr<float>(),
+                                .k_stride = k.stride,
+                                .kv_heads = k.cols / head_dim,
+                                .v = v.ptr<float>(),
+                                .v_stride = v.stride,
+                                .v_cols = v.cols,
+                                .head_dim = head_dim,
+                                .rot_dim = rot_dim,
+                                .inv_freq = table.inv_freq.ptr<float>(),
+                                .attention_factor = table.attention_factor,
+                                .interleaved = layout == RopeLayout::kInterleaved,
+                                .pos0 = at.pos0,
+                                .pos0_device = at.device.valid() ? at.device.ptr<int32_t>() : nullptr,
+                                .k_cache = k_cache.ptr<float>(),
+                                .k_cache_stride = k_cache.stride,
+                                .v_cache = v_cache.ptr<float>(),
+                                .v_cache_stride = v_cache.stride,
+                                .cache_rows = k_cache.rows};
+  return Check(LaunchRopeAndStoreKv(args, q.rows, stream()), "rope_and_store_kv");
 }
 
 absl::Status CudaBackend::MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cuda/kernels.h"
 
 namespace ds::cuda {
 
@@ -81,14 +82,21 @@ class CudaBackend final : public Backend {
   absl::Status Add(const Tensor& a, const Tensor& b, const Tensor& y) override;
   absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) override;
   absl::Status GateUp(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y) override;
-  absl::Status AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps, const Tensor& sum,
-                          const Tensor& normed) override;
+  absl::Status NormMatmul(const Tensor& x, const Tensor& norm, float eps, const Tensor& w, const Tensor* bias,
+                          const Tensor& y) override;
+  absl::Status NormGateUp(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate_proj,
+                          const Tensor& up_proj, const Tensor& y) override;
+  absl::Status MatmulAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
+                         const Tensor& y) override;
   absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
   absl::Status Copy(const Tensor& src, const Tensor& dst) override;
   absl::Status Argmax(const Tensor& x, const Tensor& ids) override;
   absl::Status WriteRows(const Tensor& src, const Tensor& dst, const Position& at) override;
   absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
                     const RopeTable& table, RopeLayout layout, const Position& at) override;
+  absl::Status RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim, int64_t rot_dim,
+                              const RopeTable& table, RopeLayout layout, const Position& at, const Tensor& k_cache,
+                              const Tensor& v_cache) override;
   absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,
                          const AttentionShape& shape, const Tensor& out) override;
   absl::Status MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
@@ -113,6 +121,11 @@ class CudaBackend final : public Backend {
   cudaStream_t stream() const;
   absl::StatusOr<std::shared_ptr<void>> Allocate(size_t bytes);
   absl::Status Gemm(const GemmCall& call);
+  // The decode path (x.rows <= kGemvMaxRows) of Matmul and GateUp, with the GEMV's options.
+  absl::Status Gemv(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, const GemvOptions& options);
+  bool GateUpOnGemv(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj) const;
+  absl::Status GateUpGemv(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y,
+                          const GemvOptions& options);
   absl::Status MoeOnDevice(const Tensor& x, const Tensor& ids, const Tensor& weights,
                            const std::vector<MlpWeights>& experts, const Tensor& out);
   absl::Status MoeThroughHost(const Tensor& x, const Tensor& ids, const Tensor& weights,

@@ -20,24 +20,6 @@ __global__ void RmsNormKernel(const float* x, int64_t xs, const float* w, float 
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = w[i] * (xr[i] * inv_rms);
 }
 
-__global__ void AddRmsNormKernel(const float* a, int64_t as, const float* b, int64_t bs, const float* w, float eps,
-                                 float* sum, int64_t ss, float* normed, int64_t ns, int64_t cols) {
-  WaitForPreviousKernels();
-  const float* ar = a + blockIdx.x * as;
-  const float* br = b + blockIdx.x * bs;
-  float* sr = sum + blockIdx.x * ss;
-  float* nr = normed + blockIdx.x * ns;
-  float sum_sq = 0.0f;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-    const float v = ar[i] + br[i];
-    sr[i] = v;  // each thread reads back only what it wrote
-    sum_sq += v * v;
-  }
-  sum_sq = BlockSum(sum_sq);
-  const float inv_rms = rsqrtf(sum_sq / static_cast<float>(cols) + eps);
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) nr[i] = w[i] * (sr[i] * inv_rms);
-}
-
 // Per row, the index of the largest value, the first on ties. Every thread starts from
 // element 0 and takes only strictly larger values, as the host's loop does (so a NaN is never
 // chosen, unless at 0, where it stays).
@@ -157,6 +139,41 @@ __global__ void RopeKernel(float* x, int64_t xs, int64_t n_heads, int64_t head_s
   }
 }
 
+// A block per row t of the pass: RopeKernel's rotation of q's and k's heads, then k's and v's
+// rows into the caches at pos0 + t (rows past the caches' end are left out, as LaunchWriteRows).
+__global__ void RopeAndStoreKvKernel(RopeAndStoreKvArgs a) {
+  extern __shared__ float cos_sin[];  // [half] cos, then [half] sin
+  const int64_t t = blockIdx.x, half = a.rot_dim / 2;
+  const int64_t pos0 = a.pos0_device ? *a.pos0_device : a.pos0;
+  const float pos = static_cast<float>(pos0 + t);
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    const float angle = pos * a.inv_freq[i];
+    cos_sin[i] = static_cast<float>(cos(static_cast<double>(angle))) * a.attention_factor;
+    cos_sin[half + i] = static_cast<float>(sin(static_cast<double>(angle))) * a.attention_factor;
+  }
+  WaitForPreviousKernels();
+  __syncthreads();
+  float* q = a.q + t * a.q_stride;
+  float* k = a.k + t * a.k_stride;
+  const int64_t q_pairs = a.q_heads * half;
+  for (int64_t j = threadIdx.x; j < (a.q_heads + a.kv_heads) * half; j += blockDim.x) {
+    const bool is_q = j < q_pairs;
+    const int64_t h = (is_q ? j : j - q_pairs) / half, i = j % half;
+    float* v = (is_q ? q : k) + h * a.head_dim;
+    float* x0 = a.interleaved ? &v[2 * i] : &v[i];
+    float* x1 = a.interleaved ? &v[2 * i + 1] : &v[i + half];
+    const float c = cos_sin[i], s = cos_sin[half + i], v0 = *x0, v1 = *x1;
+    *x0 = v0 * c - v1 * s;
+    *x1 = v1 * c + v0 * s;
+  }
+  __syncthreads();  // the block's rotated k is visible to all its threads
+  const int64_t row = pos0 + t;
+  if (row < 0 || row >= a.cache_rows) return;
+  const float* v = a.v + t * a.v_stride;
+  for (int64_t c = threadIdx.x; c < a.kv_heads * a.head_dim; c += blockDim.x) a.k_cache[row * a.k_cache_stride + c] = k[c];
+  for (int64_t c = threadIdx.x; c < a.v_cols; c += blockDim.x) a.v_cache[row * a.v_cache_stride + c] = v[c];
+}
+
 }  // namespace
 
 cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const float* w, float eps, float* y, int64_t y_stride,
@@ -165,15 +182,6 @@ cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const float* w, floa
   if (rows > 2147483647) return cudaErrorInvalidValue;
   return Launch(RmsNormKernel, static_cast<unsigned>(rows), cols >= 1024 ? 512 : 128, 0, stream, x, x_stride, w, eps,
                 y, y_stride, cols);
-}
-
-cudaError_t LaunchAddRmsNorm(const float* a, int64_t as, const float* b, int64_t bs, const float* w, float eps,
-                             float* sum, int64_t ss, float* normed, int64_t ns, int64_t rows, int64_t cols,
-                             cudaStream_t stream) {
-  if (rows <= 0) return cudaSuccess;
-  if (rows > 2147483647) return cudaErrorInvalidValue;
-  return Launch(AddRmsNormKernel, static_cast<unsigned>(rows), cols >= 1024 ? 512 : 128, 0, stream, a, as, b, bs, w,
-                eps, sum, ss, normed, ns, cols);
 }
 
 cudaError_t LaunchAdd(const float* a, int64_t as, const float* b, int64_t bs, float* y, int64_t ys, int64_t rows,
@@ -210,6 +218,12 @@ cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads
   if (rot_dim > 8192) return cudaErrorInvalidValue;  // the cos/sin table in shared memory
   return Launch(RopeKernel, static_cast<unsigned>(rows), 128, rot_dim * sizeof(float), stream, x, x_stride, n_heads,
                 head_stride, rot_dim / 2, inv_freq, attention_factor, interleaved, pos0, pos0_device);
+}
+
+cudaError_t LaunchRopeAndStoreKv(const RopeAndStoreKvArgs& a, int64_t rows, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (rows > 2147483647 || a.rot_dim < 2 || a.rot_dim > 8192) return cudaErrorInvalidValue;
+  return Launch(RopeAndStoreKvKernel, static_cast<unsigned>(rows), 256, a.rot_dim * sizeof(float), stream, a);
 }
 
 cudaError_t LaunchWriteRows(const float* x, int64_t xs, int64_t rows, int64_t cols, float* y, int64_t ys,

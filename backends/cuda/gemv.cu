@@ -69,17 +69,74 @@ __device__ __forceinline__ void SumSlices(float (&acc)[M], int slices) {
   }
 }
 
+// The rms of each of the m activation rows (over k), into inv_rms[r] = 1 / sqrt(mean(x²) + eps),
+// by the whole block in a fixed order: the same in every block and whatever m is. It runs ahead
+// of every block's weight stream, so its loads all go out at once (16 bytes each, kVec) rather
+// than one round trip after another: with one row, four float4 per thread cover 4096 values.
+template <int M, bool kVec>
+__device__ __forceinline__ void InverseRms(const float* __restrict__ x, int64_t xs, int m, int64_t k, float eps,
+                                           float (&inv_rms)[M]) {
+  __shared__ float part[kWarps][M];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float sum_sq[M] = {};
+  if constexpr (kVec) {
+    constexpr int kAtOnce = M <= 2 ? 4 : M <= 4 ? 2 : 1;  // float4 loads per row in flight
+    const int64_t k4 = k / 4, step = static_cast<int64_t>(blockDim.x);
+    for (int64_t i0 = threadIdx.x; i0 < k4; i0 += kAtOnce * step) {
+      float4 v[kAtOnce][M];
+#pragma unroll
+      for (int u = 0; u < kAtOnce; ++u)
+#pragma unroll
+        for (int r = 0; r < M; ++r)
+          if (r < m && i0 + u * step < k4) v[u][r] = __ldg(reinterpret_cast<const float4*>(x + r * xs) + i0 + u * step);
+#pragma unroll
+      for (int u = 0; u < kAtOnce; ++u)
+#pragma unroll
+        for (int r = 0; r < M; ++r)
+          if (r < m && i0 + u * step < k4) {
+            const float4 q = v[u][r];
+            sum_sq[r] += q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w;
+          }
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) {
+#pragma unroll
+      for (int r = 0; r < M; ++r) {
+        if (r < m) {
+          const float v = x[r * xs + i];
+          sum_sq[r] += v * v;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+    sum_sq[r] = WarpSum(sum_sq[r]);
+    if (lane == 0) part[warp][r] = sum_sq[r];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+    float s = 0.0f;
+    for (int j = 0; j < kWarps; ++j) s += part[j][r];
+    inv_rms[r] = rsqrtf(s / static_cast<float>(k) + eps);
+  }
+}
+
 // kGateUp: w2 is a second matrix of w's shape and y = silu(x · wᵀ) * (x · w2ᵀ), the SwiGLU
-// MLP's first half in one pass (bias unused). Each warp (or `slices` warps) computes R output rows:
+// MLP's first half in one pass (bias and residual unused). kNorm: the activation rows are
+// normalized on the way in, x[r, i] -> norm[i] * (x[r, i] * inv_rms[r]) as RmsNorm computes it,
+// so the norm before a projection needs no kernel (nor pass over memory) of its own. A residual
+// is added last: y = residual + (x · wᵀ + b), as Matmul then Add. Each warp (or `slices` warps) computes R output rows:
 // an activation chunk loaded once serves R weight rows, which keeps the loads of many activation
 // rows (a verification pass) from saturating L1. A row's dot product is summed in the same order
 // whatever M and R are, so its result does not depend on how many rows the call has.
-template <typename W, int M, int R, bool kVec, bool kGateUp>
+template <typename W, int M, int R, bool kVec, bool kGateUp, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restrict__ x, int64_t xs, int m,
                                                           const W* __restrict__ w, const W* __restrict__ w2,
                                                           int64_t ws, int64_t n, int64_t k,
                                                           const float* __restrict__ bias, float* __restrict__ y,
-                                                          int64_t ys, int slices) {
+                                                          int64_t ys, int slices, GemvOptions options) {
   constexpr int kMats = kGateUp ? 2 : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices) * R;
@@ -111,6 +168,9 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
   }
 #endif
   WaitForPreviousKernels();
+  float inv_rms[M];
+  if constexpr (kNorm) InverseRms<M, kVec>(x, xs, m, k, options.eps, inv_rms);
+  const float* __restrict__ norm = options.norm;
   if (row0 < n) {
     if constexpr (kVec) {
 #pragma unroll 2
@@ -120,11 +180,17 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
         for (int q = 0; q < R; ++q)
 #pragma unroll
           for (int j = 0; j < kMats; ++j) LoadStream8(wr[q][j] + c * 8, wf[q][j]);
+        float nf[8];
+        if constexpr (kNorm) Load8(norm + c * 8, nf);
 #pragma unroll
         for (int r = 0; r < M; ++r) {
           if (r < m) {
             float xf[8];
             Load8(x + r * xs + c * 8, xf);
+            if constexpr (kNorm) {
+#pragma unroll
+              for (int i = 0; i < 8; ++i) xf[i] = nf[i] * (xf[i] * inv_rms[r]);
+            }
 #pragma unroll
             for (int q = 0; q < R; ++q)
 #pragma unroll
@@ -137,6 +203,12 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
       }
     } else {
       for (int64_t c = start; c < k; c += step) {
+        float xc[M];
+#pragma unroll
+        for (int r = 0; r < M; ++r) {
+          xc[r] = r < m ? x[r * xs + c] : 0.0f;
+          if constexpr (kNorm) xc[r] = norm[c] * (xc[r] * inv_rms[r]);
+        }
 #pragma unroll
         for (int q = 0; q < R; ++q)
 #pragma unroll
@@ -144,7 +216,7 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
             const float wv = ToFloat(wr[q][j][c]);
 #pragma unroll
             for (int r = 0; r < M; ++r)
-              if (r < m) acc[(q * kMats + j) * M + r] = fmaf(wv, x[r * xs + c], acc[(q * kMats + j) * M + r]);
+              if (r < m) acc[(q * kMats + j) * M + r] = fmaf(wv, xc[r], acc[(q * kMats + j) * M + r]);
           }
       }
     }
@@ -162,6 +234,8 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
         if constexpr (kGateUp) {
           const float g = acc[q * kMats * M + r];
           y[r * ys + row] = g / (1.0f + expf(-g)) * acc[(q * kMats + 1) * M + r];
+        } else if (options.residual) {
+          y[r * ys + row] = options.residual[r * options.residual_stride + row] + (acc[q * M + r] + b);
         } else {
           y[r * ys + row] = acc[q * M + r] + b;
         }
@@ -177,29 +251,33 @@ constexpr int RowsPerWarp() { return M <= 4 ? 1 : 2; }
 
 template <typename W, int M, bool kGateUp>
 cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* w2, int64_t ws, int64_t n, int64_t k,
-                    const float* bias, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
+                    const float* bias, float* y, int64_t ys, const GemvOptions& options, int sm_count,
+                    cudaStream_t stream) {
   constexpr int R = RowsPerWarp<M>();
   // Slices from n alone (not M or R): part of what keeps a row's summation order fixed.
   const int slices = SlicesFor(n, sm_count);
   const int64_t rows_per_block = kWarps / slices * R;
   const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
   if (blocks > 2147483647) return cudaErrorInvalidValue;
-  const bool vec = Vectorizable(w, ws, k) && Vectorizable(x, xs, k) && (!kGateUp || Vectorizable(w2, ws, k));
-  return Launch(vec ? GemvKernel<W, M, R, true, kGateUp> : GemvKernel<W, M, R, false, kGateUp>,
-                static_cast<unsigned>(blocks), kWarps * 32, 0, stream, x, xs, static_cast<int>(m), w, w2, ws, n, k,
-                bias, y, ys, slices);
+  const bool vec = Vectorizable(w, ws, k) && Vectorizable(x, xs, k) && (!kGateUp || Vectorizable(w2, ws, k)) &&
+                   (!options.norm || Vectorizable(options.norm, 0, k));
+  auto kernel = options.norm ? (vec ? GemvKernel<W, M, R, true, kGateUp, true> : GemvKernel<W, M, R, false, kGateUp, true>)
+                             : (vec ? GemvKernel<W, M, R, true, kGateUp, false> : GemvKernel<W, M, R, false, kGateUp, false>);
+  return Launch(kernel, static_cast<unsigned>(blocks), kWarps * 32, 0, stream, x, xs, static_cast<int>(m), w, w2, ws,
+                n, k, bias, y, ys, slices, options);
 }
 
 template <typename W, bool kGateUp>
 cudaError_t GemvTyped(const float* x, int64_t xs, int64_t m, const void* w, const void* w2, int64_t ws, int64_t n,
-                      int64_t k, const float* bias, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
+                      int64_t k, const float* bias, float* y, int64_t ys, const GemvOptions& o, int sm_count,
+                      cudaStream_t stream) {
   const W* a = static_cast<const W*>(w);
   const W* b = static_cast<const W*>(w2);
-  if (m == 1) return GemvFor<W, 1, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
-  if (m == 2) return GemvFor<W, 2, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
-  if (m <= 4) return GemvFor<W, 4, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
-  if (m <= 8) return GemvFor<W, 8, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
-  return GemvFor<W, 16, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, sm_count, stream);
+  if (m == 1) return GemvFor<W, 1, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
+  if (m == 2) return GemvFor<W, 2, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
+  if (m <= 4) return GemvFor<W, 4, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
+  if (m <= 8) return GemvFor<W, 8, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
+  return GemvFor<W, 16, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
 }
 
 // h[p, r] = silu(x[t] · gate_e[r]) * (x[t] · up_e[r]) for pair p = (t, j), e = ids[t, j].
@@ -280,19 +358,23 @@ cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t*
 }  // namespace
 
 cudaError_t LaunchGemv(const float* x, int64_t xs, int64_t m, const void* w, bool w_bf16, int64_t ws, int64_t n,
-                       int64_t k, const float* bias, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
+                       int64_t k, const float* bias, float* y, int64_t ys, const GemvOptions& options, int sm_count,
+                       cudaStream_t stream) {
   if (m <= 0 || n <= 0) return cudaSuccess;
   if (m > kGemvMaxRows) return cudaErrorInvalidValue;
-  if (w_bf16) return GemvTyped<__nv_bfloat16, false>(x, xs, m, w, nullptr, ws, n, k, bias, y, ys, sm_count, stream);
-  return GemvTyped<float, false>(x, xs, m, w, nullptr, ws, n, k, bias, y, ys, sm_count, stream);
+  if (w_bf16)
+    return GemvTyped<__nv_bfloat16, false>(x, xs, m, w, nullptr, ws, n, k, bias, y, ys, options, sm_count, stream);
+  return GemvTyped<float, false>(x, xs, m, w, nullptr, ws, n, k, bias, y, ys, options, sm_count, stream);
 }
 
 cudaError_t LaunchGateUp(const float* x, int64_t xs, int64_t m, const void* gate, const void* up, bool w_bf16,
-                         int64_t ws, int64_t n, int64_t k, float* y, int64_t ys, int sm_count, cudaStream_t stream) {
+                         int64_t ws, int64_t n, int64_t k, float* y, int64_t ys, const GemvOptions& options,
+                         int sm_count, cudaStream_t stream) {
   if (m <= 0 || n <= 0) return cudaSuccess;
-  if (m > kGemvMaxRows) return cudaErrorInvalidValue;
-  if (w_bf16) return GemvTyped<__nv_bfloat16, true>(x, xs, m, gate, up, ws, n, k, nullptr, y, ys, sm_count, stream);
-  return GemvTyped<float, true>(x, xs, m, gate, up, ws, n, k, nullptr, y, ys, sm_count, stream);
+  if (m > kGemvMaxRows || options.residual) return cudaErrorInvalidValue;
+  if (w_bf16)
+    return GemvTyped<__nv_bfloat16, true>(x, xs, m, gate, up, ws, n, k, nullptr, y, ys, options, sm_count, stream);
+  return GemvTyped<float, true>(x, xs, m, gate, up, ws, n, k, nullptr, y, ys, options, sm_count, stream);
 }
 
 cudaError_t LaunchMoeDecode(const float* x, int64_t xs, int64_t T, const int32_t* ids, int64_t ids_stride,

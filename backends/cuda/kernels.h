@@ -13,10 +13,6 @@ namespace ds::cuda {
 // y = x / rms(x) * w, per row.
 cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const float* w, float eps, float* y, int64_t y_stride,
                           int64_t rows, int64_t cols, cudaStream_t stream);
-// sum = a + b, normed = sum / rms(sum) * w, per row.
-cudaError_t LaunchAddRmsNorm(const float* a, int64_t a_stride, const float* b, int64_t b_stride, const float* w,
-                             float eps, float* sum, int64_t sum_stride, float* normed, int64_t normed_stride,
-                             int64_t rows, int64_t cols, cudaStream_t stream);
 // y = a + b; b_stride 0 broadcasts b's one row over every row of a (a bias).
 cudaError_t LaunchAdd(const float* a, int64_t a_stride, const float* b, int64_t b_stride, float* y, int64_t y_stride,
                       int64_t rows, int64_t cols, cudaStream_t stream);
@@ -35,6 +31,27 @@ cudaError_t LaunchEmbedding(const void* table, bool table_bf16, int64_t table_st
 cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads, int64_t head_stride,
                        int64_t rot_dim, const float* inv_freq, float attention_factor, bool interleaved,
                        int64_t pos0, const int32_t* pos0_device, cudaStream_t stream);
+// LaunchRope on q's q_heads and k's kv_heads heads (head_dim apart), then k's and v's rows into
+// the caches at pos0 + r, rows past cache_rows left out (Backend::RopeAndStoreKv).
+struct RopeAndStoreKvArgs {
+  float* q;
+  int64_t q_stride, q_heads;
+  float* k;
+  int64_t k_stride, kv_heads;
+  const float* v;
+  int64_t v_stride, v_cols;
+  int64_t head_dim, rot_dim;
+  const float* inv_freq;
+  float attention_factor;
+  bool interleaved;
+  int64_t pos0;
+  const int32_t* pos0_device;
+  float* k_cache;
+  int64_t k_cache_stride;
+  float* v_cache;
+  int64_t v_cache_stride, cache_rows;
+};
+cudaError_t LaunchRopeAndStoreKv(const RopeAndStoreKvArgs& args, int64_t rows, cudaStream_t stream);
 // y[pos0 + r] = x[r] for rows r < rows, with pos0 read from the device; rows past y_rows are
 // left out.
 cudaError_t LaunchWriteRows(const float* x, int64_t x_stride, int64_t rows, int64_t cols, float* y, int64_t y_stride,
@@ -61,14 +78,24 @@ cudaError_t LaunchGather(const float* x, int64_t x_stride, const int32_t* rows, 
 // depend on m, so a speculative verification pass (up to 16 rows: 15 drafts and the bonus
 // position) computes each position exactly as a decode step would.
 constexpr int64_t kGemvMaxRows = 16;
+// What a GEMV may do besides the product, so that the small kernels around a projection need not
+// run: with norm, x's rows are taken as rms_norm(x) * norm (eps), the RMSNorm before a
+// projection (each block finds the rows' rms itself); with residual, y = residual + (x · wᵀ + b),
+// the add back into the residual stream (LaunchGemv only).
+struct GemvOptions {
+  const float* norm = nullptr;  // [k]
+  float eps = 0.0f;
+  const float* residual = nullptr;  // [m, n]
+  int64_t residual_stride = 0;
+};
 cudaError_t LaunchGemv(const float* x, int64_t x_stride, int64_t m, const void* w, bool w_bf16, int64_t w_stride,
-                       int64_t n, int64_t k, const float* bias, float* y, int64_t y_stride, int sm_count,
-                       cudaStream_t stream);
+                       int64_t n, int64_t k, const float* bias, float* y, int64_t y_stride, const GemvOptions& options,
+                       int sm_count, cudaStream_t stream);
 
 // y[m, n] = silu(x · gateᵀ) * (x · upᵀ) for m <= kGemvMaxRows, gate and up [n, k] with one stride.
 cudaError_t LaunchGateUp(const float* x, int64_t x_stride, int64_t m, const void* gate, const void* up, bool w_bf16,
-                         int64_t w_stride, int64_t n, int64_t k, float* y, int64_t y_stride, int sm_count,
-                         cudaStream_t stream);
+                         int64_t w_stride, int64_t n, int64_t k, float* y, int64_t y_stride,
+                         const GemvOptions& options, int sm_count, cudaStream_t stream);
 
 // Routed experts for a few tokens, without leaving the device: expert e's matrices are
 // gate[e], up[e] ([inter, hidden]) and down[e] ([hidden, inter]), all with the same strides.

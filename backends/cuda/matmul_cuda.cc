@@ -103,11 +103,7 @@ absl::Status CudaBackend::Gemm(const GemmCall& g) {
 
 absl::Status CudaBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const bool bf16 = w.dtype == DType::kBF16;
-  if (x.rows <= kGemvMaxRows) {
-    return Check(LaunchGemv(x.ptr<float>(), x.stride, x.rows, w.data, bf16, w.stride, w.rows, w.cols,
-                            bias ? bias->ptr<float>() : nullptr, y.ptr<float>(), y.stride, sm_count_, stream()),
-                 "gemv");
-  }
+  if (x.rows <= kGemvMaxRows) return Gemv(x, w, bias, y, {});
   // Column-major view: yᵀ [n, m] = w [n, k] (stored as k x n, transposed) · xᵀ [k, m].
   GemmCall g{.a_bf16 = bf16, .transpose_a = true, .m = w.rows, .n = x.rows, .k = w.cols, .a = w.data, .lda = w.stride,
              .b = x.data, .ldb = x.stride, .c = y.ptr<float>(), .ldc = y.stride};
@@ -126,13 +122,47 @@ absl::Status CudaBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor*
                "bias");
 }
 
-absl::Status CudaBackend::GateUp(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y) {
-  if (x.rows > kGemvMaxRows || gate_proj.dtype != up_proj.dtype || gate_proj.stride != up_proj.stride)
-    return Backend::GateUp(x, gate_proj, up_proj, y);
+absl::Status CudaBackend::Gemv(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y,
+                               const GemvOptions& options) {
+  return Check(LaunchGemv(x.ptr<float>(), x.stride, x.rows, w.data, w.dtype == DType::kBF16, w.stride, w.rows, w.cols,
+                          bias ? bias->ptr<float>() : nullptr, y.ptr<float>(), y.stride, options, sm_count_, stream()),
+               "gemv");
+}
+
+bool CudaBackend::GateUpOnGemv(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj) const {
+  return x.rows <= kGemvMaxRows && gate_proj.dtype == up_proj.dtype && gate_proj.stride == up_proj.stride;
+}
+
+absl::Status CudaBackend::GateUpGemv(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y,
+                                     const GemvOptions& options) {
   return Check(LaunchGateUp(x.ptr<float>(), x.stride, x.rows, gate_proj.data, up_proj.data,
                             gate_proj.dtype == DType::kBF16, gate_proj.stride, gate_proj.rows, gate_proj.cols,
-                            y.ptr<float>(), y.stride, sm_count_, stream()),
+                            y.ptr<float>(), y.stride, options, sm_count_, stream()),
                "gate_up");
+}
+
+absl::Status CudaBackend::GateUp(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y) {
+  if (!GateUpOnGemv(x, gate_proj, up_proj)) return Backend::GateUp(x, gate_proj, up_proj, y);
+  return GateUpGemv(x, gate_proj, up_proj, y, {});
+}
+
+// The decode forms of the norm before a projection and the add after one: in the GEMV itself.
+absl::Status CudaBackend::NormMatmul(const Tensor& x, const Tensor& norm, float eps, const Tensor& w,
+                                     const Tensor* bias, const Tensor& y) {
+  if (x.rows > kGemvMaxRows) return Backend::NormMatmul(x, norm, eps, w, bias, y);
+  return Gemv(x, w, bias, y, {.norm = norm.ptr<float>(), .eps = eps});
+}
+
+absl::Status CudaBackend::NormGateUp(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate_proj,
+                                     const Tensor& up_proj, const Tensor& y) {
+  if (!GateUpOnGemv(x, gate_proj, up_proj)) return Backend::NormGateUp(x, norm, eps, gate_proj, up_proj, y);
+  return GateUpGemv(x, gate_proj, up_proj, y, {.norm = norm.ptr<float>(), .eps = eps});
+}
+
+absl::Status CudaBackend::MatmulAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
+                                    const Tensor& y) {
+  if (x.rows > kGemvMaxRows) return Backend::MatmulAdd(x, w, bias, residual, y);
+  return Gemv(x, w, bias, y, {.residual = residual.ptr<float>(), .residual_stride = residual.stride});
 }
 
 }  // namespace ds::cuda

@@ -3,7 +3,6 @@
 // Qwen2 is Llama with biases on q/k/v.
 #include <cmath>
 #include <optional>
-#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "core/arch/model.h"
@@ -42,16 +41,17 @@ class Llama final : public Model {
 
   Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at) const override {
     Tensor x = ops.Embedding(embed_tokens_, ids);
-    Tensor h = ops.RmsNorm(x, layers_[0].input_layernorm, eps());
+    // Each norm goes into the projection after it and each residual add into the one before it
+    // (NormLinear, NormGateUp, LinearAdd): one pass each where the backend fuses them.
     for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
       const Block& layer = layers_[i];
-      // Each residual add is fused with the norm that follows it: the next block's, or the last.
-      const Tensor& next_norm = i + 1 < c_.num_hidden_layers ? layers_[i + 1].input_layernorm : norm_;
-      std::tie(x, h) = ops.AddRmsNorm(x, SelfAttention(ops, layer.self_attn, h, cache, i, at),
-                                      layer.post_attention_layernorm, eps());
-      std::tie(x, h) = ops.AddRmsNorm(x, ops.Mlp(h, layer.mlp), next_norm, eps());
+      const Linear& o_proj = layer.self_attn.o_proj;
+      Tensor attn = SelfAttention(ops, layer, x, cache, i, at);
+      x = ops.LinearAdd(attn, o_proj.weight, o_proj.bias ? &*o_proj.bias : nullptr, x);
+      Tensor h = ops.NormGateUp(x, layer.post_attention_layernorm, eps(), layer.mlp);
+      x = ops.LinearAdd(h, layer.mlp.down_proj, nullptr, x);
     }
-    return h;
+    return ops.RmsNorm(x, norm_, eps());
   }
 
   Tensor LmHead(Ops& ops, const Tensor& hidden) const override { return ops.Linear(hidden, lm_head_); }
@@ -59,30 +59,24 @@ class Llama final : public Model {
  private:
   float eps() const { return static_cast<float>(c_.rms_norm_eps); }
 
-  static Tensor Project(Ops& ops, const Tensor& x, const Linear& l) {
-    return ops.Linear(x, l.weight, l.bias ? &*l.bias : nullptr);
-  }
-
-  Tensor SelfAttention(Ops& ops, const Attention& a, const Tensor& x, KvCache& cache, int64_t layer,
+  // The attention heads' output for input_layernorm(x), before o_proj.
+  Tensor SelfAttention(Ops& ops, const Block& layer, const Tensor& x, KvCache& cache, int64_t i,
                        const Position& at) const {
     const int64_t d = c_.head_dim;
     const int64_t q_dim = c_.num_attention_heads * d, kv_dim = c_.num_key_value_heads * d;
-    Tensor qkv = Project(ops, x, a.qkv_proj);  // [T, q_dim + 2 * kv_dim]
+    const Linear& qkv_proj = layer.self_attn.qkv_proj;
+    Tensor qkv = ops.NormLinear(x, layer.input_layernorm, eps(), qkv_proj.weight,  // [T, q_dim + 2 * kv_dim]
+                                qkv_proj.bias ? &*qkv_proj.bias : nullptr);
     Tensor q = qkv.Cols(0, q_dim), k = qkv.Cols(q_dim, kv_dim), v = qkv.Cols(q_dim + kv_dim, kv_dim);
-    // q's and k's heads are adjacent columns: one rotation covers both.
-    ops.Rope(qkv.Cols(0, q_dim + kv_dim), c_.num_attention_heads + c_.num_key_value_heads, d, d, rope_,
-             RopeLayout::kHalf, at);
-    const Tensor &k_cache = cache.Layer(layer, 0), &v_cache = cache.Layer(layer, 1);
-    ops.WriteRows(k, k_cache, at);
-    ops.WriteRows(v, v_cache, at);
+    const Tensor &k_cache = cache.Layer(i, 0), &v_cache = cache.Layer(i, 1);
+    ops.RopeAndStoreKv(q, k, v, d, d, rope_, RopeLayout::kHalf, at, k_cache, v_cache);
     const AttentionShape shape{.n_heads = c_.num_attention_heads,
                                .n_kv_heads = c_.num_key_value_heads,
                                .head_dim_qk = d,
                                .head_dim_v = d,
                                .scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))),
                                .position = at};
-    Tensor o = ops.Attention(q, k_cache, v_cache, shape);
-    return Project(ops, o, a.o_proj);
+    return ops.Attention(q, k_cache, v_cache, shape);
   }
 
   ModelConfig c_;

@@ -72,12 +72,33 @@ Tensor Ops::Mlp(const Tensor& x, const MlpWeights& mlp) {
   return Linear(h, mlp.down_proj);
 }
 
-std::pair<Tensor, Tensor> Ops::AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps) {
-  if (!Check(a.valid() && b.valid() && a.rows == b.rows && a.cols == b.cols && weight.cols == a.cols, "add_rms_norm"))
+Tensor Ops::NormLinear(const Tensor& x, const Tensor& norm, float eps, const Tensor& w, const Tensor* bias) {
+  if (!Check(x.valid() && w.valid() && norm.cols == x.cols && x.cols == w.cols && (!bias || bias->cols == w.rows),
+             "norm_linear"))
     return {};
-  Tensor sum = New(a.rows, a.cols), normed = New(a.rows, a.cols);
-  if (ok()) Record(backend_.AddRmsNorm(a, b, weight, eps, sum, normed));
-  return {sum, normed};
+  Tensor y = New(x.rows, w.rows);
+  if (ok()) Record(backend_.NormMatmul(x, norm, eps, w, bias, y));
+  return y;
+}
+
+Tensor Ops::LinearAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual) {
+  if (!Check(x.valid() && w.valid() && residual.valid() && x.cols == w.cols && (!bias || bias->cols == w.rows) &&
+                 residual.rows == x.rows && residual.cols == w.rows,
+             "linear_add"))
+    return {};
+  Tensor y = New(x.rows, w.rows);
+  if (ok()) Record(backend_.MatmulAdd(x, w, bias, residual, y));
+  return y;
+}
+
+Tensor Ops::NormGateUp(const Tensor& x, const Tensor& norm, float eps, const MlpWeights& mlp) {
+  if (!Check(x.valid() && norm.cols == x.cols && mlp.gate_proj.cols == x.cols &&
+                 mlp.up_proj.rows == mlp.gate_proj.rows && mlp.up_proj.cols == x.cols,
+             "norm_gate_up"))
+    return {};
+  Tensor h = New(x.rows, mlp.gate_proj.rows);
+  if (ok()) Record(backend_.NormGateUp(x, norm, eps, mlp.gate_proj, mlp.up_proj, h));
+  return h;
 }
 
 Tensor Ops::Embedding(const Tensor& table, const Tensor& ids) {
@@ -108,6 +129,20 @@ void Ops::Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t ro
              "rope"))
     return;
   Record(backend_.Rope(x, n_heads, head_stride, rot_dim, table, layout, at));
+}
+
+void Ops::RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim, int64_t rot_dim,
+                         const RopeTable& table, RopeLayout layout, const Position& at, const Tensor& k_cache,
+                         const Tensor& v_cache) {
+  if (!Check(q.valid() && k.valid() && v.valid() && k_cache.valid() && v_cache.valid() && head_dim > 0 &&
+                 q.cols % head_dim == 0 && k.cols % head_dim == 0 && rot_dim % 2 == 0 && rot_dim > 0 &&
+                 rot_dim <= head_dim && table.inv_freq.cols == rot_dim / 2 && k.rows == q.rows && v.rows == q.rows &&
+                 k.cols == k_cache.cols && v.cols == v_cache.cols && k.dtype == k_cache.dtype &&
+                 v.dtype == v_cache.dtype && at.pos0 >= 0 && at.pos0 + k.rows <= k_cache.rows &&
+                 at.pos0 + v.rows <= v_cache.rows,
+             "rope_and_store_kv"))
+    return;
+  Record(backend_.RopeAndStoreKv(q, k, v, head_dim, rot_dim, table, layout, at, k_cache, v_cache));
 }
 
 Tensor Ops::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& s) {

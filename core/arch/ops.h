@@ -23,14 +23,22 @@ class Ops {
   Tensor RmsNorm(const Tensor& x, const Tensor& weight, float eps);
   void RmsNormInto(const Tensor& x, const Tensor& weight, float eps, const Tensor& y);
   Tensor Add(const Tensor& a, const Tensor& b);
-  // (a + b, rms_norm(a + b) * weight)
-  std::pair<Tensor, Tensor> AddRmsNorm(const Tensor& a, const Tensor& b, const Tensor& weight, float eps);
+  Tensor NormLinear(const Tensor& x, const Tensor& norm, float eps, const Tensor& w,
+                    const Tensor* bias = nullptr);  // rms_norm(x) * norm · wᵀ + b
+  // residual + x · wᵀ + b
+  Tensor LinearAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual);
   Tensor Mlp(const Tensor& x, const MlpWeights& mlp);  // down(silu(gate(x)) * up(x))
+  // silu(gate(n)) * up(n) for n = rms_norm(x) * norm: an MLP's first half after its norm
+  Tensor NormGateUp(const Tensor& x, const Tensor& norm, float eps, const MlpWeights& mlp);
   Tensor Embedding(const Tensor& table, const Tensor& ids);
   void Copy(const Tensor& src, const Tensor& dst);
   void WriteRows(const Tensor& src, const Tensor& dst, const Position& at);  // dst rows pos0.. = src
   void Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim, const RopeTable& table,
             RopeLayout layout, const Position& at);
+  // Rope on q's and k's heads in place, then k and v into the caches' rows at the position.
+  void RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim, int64_t rot_dim,
+                      const RopeTable& table, RopeLayout layout, const Position& at, const Tensor& k_cache,
+                      const Tensor& v_cache);
   Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape);
   // -> (ids [T, top_k] i32, weights [T, top_k])
   std::pair<Tensor, Tensor> MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing);

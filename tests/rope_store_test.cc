@@ -1,0 +1,118 @@
+// Backend::RopeAndStoreKv (rope on q's and k's heads, then k and v into the KV cache; on CUDA one
+// kernel) against an f64 reference on each backend: q, k and v as column ranges of one qkv row
+// as a layer's projection leaves them, rotate-half and interleaved layouts, partial rotation
+// (rot_dim < head_dim), one and several rows, and on CUDA the position read from the device. The
+// caches have rows before and after the pass's, which must keep what they held.
+#include <cmath>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backends/backend.h"
+#include "backends/plugin.h"
+#include "gtest/gtest.h"
+#include "tests/fixtures.h"
+
+namespace ds::testing {
+namespace {
+
+struct Case {
+  int64_t T, pos0, q_heads, kv_heads, head_dim, rot_dim;
+  RopeLayout layout;
+};
+
+class RopeAndStoreKv : public ::testing::TestWithParam<std::tuple<Target, bool>> {};
+
+TEST_P(RopeAndStoreKv, MatchesAnF64Reference) {
+  const auto [target, position_on_device] = GetParam();
+  DS_SKIP_IF_NO_DEVICE(target);
+  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const Case cases[] = {{1, 7, 12, 2, 128, 128, RopeLayout::kHalf},
+                        {3, 0, 4, 4, 64, 32, RopeLayout::kInterleaved},
+                        {5, 100, 6, 2, 16, 16, RopeLayout::kHalf},
+                        {2, 4090, 28, 4, 128, 128, RopeLayout::kHalf}};
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  const float sentinel = 1234.5f, factor = 0.75f;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "T " << c.T << " pos0 " << c.pos0 << " heads " << c.q_heads << "/"
+                                      << c.kv_heads << " dims " << c.head_dim << "/" << c.rot_dim);
+    const int64_t q_cols = c.q_heads * c.head_dim, kv_cols = c.kv_heads * c.head_dim, cols = q_cols + 2 * kv_cols;
+    const int64_t cache_rows = c.pos0 + c.T + 3, half = c.rot_dim / 2;
+    std::vector<float> qkv(c.T * cols), inv_freq(half);
+    for (float& f : qkv) f = normal(rng);
+    for (int64_t i = 0; i < half; ++i)
+      inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * static_cast<double>(i) / c.rot_dim));
+    std::vector<float> cache(cache_rows * kv_cols, sentinel);
+    auto t_qkv = (*backend)->Alloc(DType::kF32, c.T, cols);
+    auto t_freq = (*backend)->Alloc(DType::kF32, 1, half);
+    auto k_cache = (*backend)->Alloc(DType::kF32, cache_rows, kv_cols);
+    auto v_cache = (*backend)->Alloc(DType::kF32, cache_rows, kv_cols);
+    ASSERT_TRUE(t_qkv.ok() && t_freq.ok() && k_cache.ok() && v_cache.ok());
+    ASSERT_TRUE((*backend)->Upload(qkv.data(), *t_qkv).ok() && (*backend)->Upload(inv_freq.data(), *t_freq).ok() &&
+                (*backend)->Upload(cache.data(), *k_cache).ok() && (*backend)->Upload(cache.data(), *v_cache).ok());
+    Position at(c.pos0);
+    if (position_on_device) {
+      auto pos = (*backend)->Alloc(DType::kI32, 1, 1);
+      const int32_t pos0 = static_cast<int32_t>(c.pos0);
+      ASSERT_TRUE(pos.ok() && (*backend)->Upload(&pos0, *pos).ok());
+      at.device = *pos;
+    }
+    const RopeTable table{.inv_freq = *t_freq, .attention_factor = factor};
+    ASSERT_TRUE((*backend)
+                    ->RopeAndStoreKv(t_qkv->Cols(0, q_cols), t_qkv->Cols(q_cols, kv_cols),
+                                     t_qkv->Cols(q_cols + kv_cols, kv_cols), c.head_dim, c.rot_dim, table, c.layout,
+                                     at, *k_cache, *v_cache)
+                    .ok());
+
+    // The reference: q's and k's heads rotated (k and v unchanged past rot_dim and for v).
+    std::vector<double> want(qkv.begin(), qkv.end());
+    for (int64_t t = 0; t < c.T; ++t) {
+      const float pos = static_cast<float>(c.pos0 + t);
+      for (int64_t h = 0; h < c.q_heads + c.kv_heads; ++h) {
+        double* head = want.data() + t * cols + h * c.head_dim;
+        for (int64_t i = 0; i < half; ++i) {
+          const double angle = static_cast<double>(pos * inv_freq[i]);  // a float32 angle, as transformers
+          const double cs = std::cos(angle) * factor, sn = std::sin(angle) * factor;
+          const int64_t a = c.layout == RopeLayout::kInterleaved ? 2 * i : i;
+          const int64_t b = c.layout == RopeLayout::kInterleaved ? 2 * i + 1 : i + half;
+          const double x0 = head[a], x1 = head[b];
+          head[a] = x0 * cs - x1 * sn;
+          head[b] = x1 * cs + x0 * sn;
+        }
+      }
+    }
+    std::vector<float> got(c.T * cols), got_k(cache.size()), got_v(cache.size());
+    ASSERT_TRUE((*backend)->Download(*t_qkv, got.data()).ok() && (*backend)->Download(*k_cache, got_k.data()).ok() &&
+                (*backend)->Download(*v_cache, got_v.data()).ok());
+    for (int64_t t = 0; t < c.T; ++t)
+      for (int64_t j = 0; j < q_cols + kv_cols; ++j)
+        ASSERT_NEAR(got[t * cols + j], want[t * cols + j], 2e-5) << "q|k row " << t << " col " << j;
+    for (int64_t r = 0; r < cache_rows; ++r) {
+      const bool written = r >= c.pos0 && r < c.pos0 + c.T;
+      for (int64_t j = 0; j < kv_cols; ++j) {
+        if (!written) {
+          ASSERT_EQ(got_k[r * kv_cols + j], sentinel) << "k cache row " << r << " (not the pass's)";
+          ASSERT_EQ(got_v[r * kv_cols + j], sentinel) << "v cache row " << r << " (not the pass's)";
+          continue;
+        }
+        const int64_t t = r - c.pos0;
+        ASSERT_EQ(got_k[r * kv_cols + j], got[t * cols + q_cols + j]) << "k cache row " << r << " col " << j;
+        ASSERT_EQ(got_v[r * kv_cols + j], qkv[t * cols + q_cols + kv_cols + j]) << "v cache row " << r << " col " << j;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, RopeAndStoreKv,
+                         ::testing::Values(std::make_tuple(kTargets[0], false), std::make_tuple(kTargets[1], false),
+                                           std::make_tuple(kTargets[1], true)),
+                         [](const ::testing::TestParamInfo<std::tuple<Target, bool>>& param) {
+                           return std::string(std::get<0>(param.param).name) +
+                                  (std::get<1>(param.param) ? "_position_on_device" : "");
+                         });
+
+}  // namespace
+}  // namespace ds::testing
