@@ -76,9 +76,9 @@ TEST_P(FusedProjections, MatchAnF64Reference) {
 
     // f32 accumulation over k products of unit normals: errors ~ sqrt(k) * 2^-24 * |terms|.
     const double tol_k = 2e-5 * std::sqrt(static_cast<double>(c.k)), tol_n = 2e-5 * std::sqrt(static_cast<double>(c.n));
-    auto dot = [](const float* a, const double* b, int64_t n) {
+    auto dot = [](const float* u, const double* v, int64_t n) {
       double s = 0.0;
-      for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+      for (int64_t i = 0; i < n; ++i) s += u[i] * v[i];
       return s;
     };
     for (int64_t r = 0; r < c.m; ++r) {
