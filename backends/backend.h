@@ -171,6 +171,10 @@ class Backend {
 
 struct BackendOptions {
   int n_threads = 0;  // 0: the machine's cores
+  // Matmuls of many rows (a prompt's) with bf16 products, f32 accumulation, where the CPU has
+  // AVX512_BF16 (twice f32's rate): activations and weights rounded to bf16, as CUDA's bf16
+  // compute does. Elsewhere f32, as without it. Decode's GEMVs are unchanged.
+  bool bf16_products = false;
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const BackendOptions& options);

@@ -6,7 +6,10 @@
 # own prebuilt CPU libraries (npm: node-llama-cpp, @node-llama-cpp/linux-x64).
 #
 #   bench/race_llamacpp.sh            env: BUILD (build), WORK (/tmp/ds-race), THREADS ("1 2"),
-#                                          PROMPT (512), GEN (32), PRESET (r1-distill-qwen-1.5b)
+#                                          PROMPT (512), GEN (32), PRESET (r1-distill-qwen-1.5b),
+#                                          COMPUTE (auto; bf16: our prompt matmuls with bf16
+#                                          products where the CPU has AVX512_BF16, as llama.cpp
+#                                          rounds its activations to 8 bits for Q8_0 / Q4_0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
@@ -14,6 +17,7 @@ work=${WORK:-/tmp/ds-race}
 threads=${THREADS:-"1 2"}
 prompt=${PROMPT:-512}
 gen=${GEN:-32}
+compute=${COMPUTE:-auto}
 mkdir -p "$work"
 if [ ! -d "$work/node_modules/node-llama-cpp" ]; then
   (cd "$work" && npm install --no-audit --no-fund --ignore-scripts node-llama-cpp@3.22.1 \
@@ -26,13 +30,13 @@ for f in F16 Q8_0 Q4_0; do
 done
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $(date -u +%F)"
-echo "prompt $prompt tokens, decode $gen tokens after it; tok/s, one run each"
+echo "prompt $prompt tokens, decode $gen tokens after it; ds --compute $compute; tok/s, one run each"
 echo "| threads | ds weights | ds prefill | llama.cpp | ratio | ds decode | llama.cpp | ratio |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for t in $threads; do
   for pair in "bf16 F16" "int8 Q8_0" "int4 Q4_0"; do
     set -- $pair
-    ds_out=$("$build/ds" bench -m "$work/model" -t "$t" -p "$prompt" -g "$gen" -r 1 --weights "$1" -q 2>&1)
+    ds_out=$("$build/ds" bench -m "$work/model" -t "$t" -p "$prompt" -g "$gen" -r 1 --weights "$1" --compute "$compute" -q 2>&1)
     ds_prefill=$(echo "$ds_out" | awk '$1 == "prefill" {print $4}')
     ds_decode=$(echo "$ds_out" | awk '$1 == "decode" {print $4}')
     ll_out=$(cd "$work" && node race_llamacpp.mjs "$work/model-$2.gguf" "$t" "$prompt" "$gen")

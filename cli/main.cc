@@ -57,7 +57,8 @@ const char* CommonHelp() {
   -t, --threads N        CPU threads (default: the physical cores it may run on)
   --weights FORMAT       f32 (exact, default), bf16 (half the bytes per token), or int8 / int4
                          (llama.cpp's Q8_0 / Q4_0 blocks: 8.5 / 4.5 bits per weight, CPU only)
-  --compute auto|f32|bf16  compute precision (auto: f32 on the CPU, bf16 on CUDA)
+  --compute auto|f32|bf16  compute precision (auto: f32 on the CPU, bf16 on CUDA; bf16 on the CPU:
+                           prompt matmuls with bf16 products where it has AVX512_BF16)
   -c, --ctx N            context length in tokens (default 4096)
   -n, --max-tokens N     most tokens to generate (default 512)
   --temp T               sampling temperature; 0 = greedy (default: the model's generation_config.json, else 0)

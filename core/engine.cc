@@ -29,13 +29,14 @@ absl::StatusOr<std::shared_ptr<Engine>> Engine::Open(const std::string& model_di
         return cuda.status();
       }  // kAuto: no plugin, driver or device is not an error; the CPU runs it
     }
+    // bf16 compute (asked for, on the CPU): prompt matmuls with bf16 products where the CPU has
+    // them, and f32 weights stored as bf16, as on CUDA.
+    const bool cpu_bf16 = !on_cuda && options.compute == ComputeType::kBF16;
     if (!on_cuda) {
-      if (options.compute == ComputeType::kBF16)
-        return absl::UnimplementedError("bf16 compute is not available on the CPU backend (f32 is; bf16 weights are)");
-      DS_ASSIGN_OR_RETURN(engine->backend_, MakeCpuBackend(BackendOptions{.n_threads = options.n_threads}));
-    } else if (cuda_bf16) {
-      weight_dtype = DType::kBF16;
+      DS_ASSIGN_OR_RETURN(engine->backend_,
+                          MakeCpuBackend(BackendOptions{.n_threads = options.n_threads, .bf16_products = cpu_bf16}));
     }
+    if ((on_cuda && cuda_bf16) || (cpu_bf16 && weight_dtype == DType::kF32)) weight_dtype = DType::kBF16;
   }
   // The checkpoint is mapped only while loading: weights are copied to the backend in its own
   // layout, so nothing points into the files afterwards (a file changed later cannot hurt us).

@@ -74,7 +74,9 @@ typedef enum ds_backend {
 typedef enum ds_compute_dtype {
   DS_COMPUTE_AUTO = 0, /* the backend's choice: float32 on the CPU, bf16 on CUDA */
   DS_COMPUTE_F32 = 1,
-  DS_COMPUTE_BF16 = 2  /* CUDA: matrices in bf16 on the tensor cores (f32 accumulate), the rest f32 */
+  DS_COMPUTE_BF16 = 2  /* CUDA: matrices in bf16 on the tensor cores (f32 accumulate), the rest f32.
+                          CPU: f32 weights stored as bf16, and a prompt's matmuls with bf16 products
+                          (f32 accumulate) where the CPU has AVX512_BF16; f32 products elsewhere */
 } ds_compute_dtype;
 
 typedef struct ds_engine ds_engine;

@@ -173,6 +173,60 @@ TEST_P(NarrowMatmul, MatchesAnF64Reference) {
   }
 }
 
+// Prompt rows with bf16 products (BackendOptions::bf16_products, the CPU's bf16 compute): where
+// the CPU has AVX512_BF16 the reference rounds the activations and the weights' values to bf16
+// and accumulates in f64, so only the summation order may differ; elsewhere the backend computes
+// in f32, and so does the reference.
+class Bf16Products : public ::testing::TestWithParam<DType> {};
+
+TEST_P(Bf16Products, MatchRoundedOperands) {
+  const DType dtype = GetParam();
+  auto backend = MakeCpuBackend({.n_threads = 2, .bf16_products = true});
+  ASSERT_TRUE(backend.ok());
+  const bool rounded = CpuHasAvx512Bf16();
+  std::printf("%s products\n", rounded ? "bf16 (AVX512_BF16)" : "f32 (no AVX512_BF16 here)");
+  auto round = [&](float v) { return rounded ? Bf16ToF32(F32ToBf16(v)) : v; };
+  std::mt19937 rng(5);
+  for (int64_t M : {17, 40}) {
+    for (int64_t K : {32, 96, 1056}) {
+      for (int64_t N : {1, 7, 33}) {
+        std::vector<float> w_f32 = RandomRow(rng, N * K), x = RandomRow(rng, M * K), bias = RandomRow(rng, N);
+        std::vector<char> stored(static_cast<size_t>(N) * RowBytes(dtype, K));
+        std::vector<float> w(N * K);
+        for (int64_t n = 0; n < N; ++n) {
+          char* row = stored.data() + n * RowBytes(dtype, K);
+          NarrowRow(dtype, &w_f32[n * K], K, row);
+          WidenRow(dtype, row, K, &w[n * K]);
+        }
+        auto tw = (*backend)->Alloc(dtype, N, K);
+        auto tx = (*backend)->Alloc(DType::kF32, M, K);
+        auto tb = (*backend)->Alloc(DType::kF32, 1, N);
+        auto ty = (*backend)->Alloc(DType::kF32, M, N);
+        ASSERT_TRUE(tw.ok() && tx.ok() && tb.ok() && ty.ok());
+        ASSERT_TRUE((*backend)->Upload(stored.data(), *tw).ok() && (*backend)->Upload(x.data(), *tx).ok() &&
+                    (*backend)->Upload(bias.data(), *tb).ok());
+        ASSERT_TRUE((*backend)->Matmul(*tx, *tw, &*tb, *ty).ok());
+        std::vector<float> y(M * N);
+        ASSERT_TRUE((*backend)->Download(*ty, y.data()).ok());
+        for (int64_t m = 0; m < M; ++m) {
+          for (int64_t n = 0; n < N; ++n) {
+            double ref = bias[n], magnitude = std::abs(bias[n]);
+            for (int64_t k = 0; k < K; ++k) {
+              const double p = static_cast<double>(round(w[n * K + k])) * round(x[m * K + k]);
+              ref += p;
+              magnitude += std::abs(p);
+            }
+            ASSERT_NEAR(y[m * N + n], ref, 1e-5 * magnitude + 1e-6)
+                << DTypeName(dtype) << " M=" << M << " K=" << K << " N=" << N;
+          }
+        }
+      }
+    }
+  }
+}
+INSTANTIATE_TEST_SUITE_P(Formats, Bf16Products, ::testing::Values(DType::kBF16, DType::kQ8_0, DType::kQ4_0),
+                         [](const ::testing::TestParamInfo<DType>& param) { return std::string(DTypeName(param.param)); });
+
 std::string FormatCaseName(const ::testing::TestParamInfo<FormatCase>& info) {
   const CpuKernels limit = info.param.limit;
   return std::string(DTypeName(info.param.dtype)) +

@@ -25,13 +25,14 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const BackendOptions& op
   int n = options.n_threads;
   if (n == 0) n = DefaultCpuThreads();
   try {
-    return std::unique_ptr<Backend>(new CpuBackend(n));
+    return std::unique_ptr<Backend>(new CpuBackend(n, options.bf16_products && CpuHasAvx512Bf16()));
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("oneDNN: cannot create the CPU engine: ", e.what()));
   }
 }
 
-CpuBackend::CpuBackend(int n_threads) : n_threads_(n_threads), engine_(dnnl::engine::kind::cpu, 0) {}
+CpuBackend::CpuBackend(int n_threads, bool bf16_products)
+    : n_threads_(n_threads), bf16_products_(bf16_products), engine_(dnnl::engine::kind::cpu, 0) {}
 
 absl::StatusOr<Tensor> CpuBackend::Alloc(DType dtype, int64_t rows, int64_t cols) {
   if (rows < 0 || cols < 0) return absl::InternalError("negative tensor shape");

@@ -12,7 +12,7 @@ namespace ds {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads);
+  CpuBackend(int n_threads, bool bf16_products);
   const char* name() const override { return "cpu"; }
   int n_threads() const { return n_threads_; }
 
@@ -37,17 +37,22 @@ class CpuBackend final : public Backend {
                    const std::vector<MlpWeights>& experts, const Tensor& out) override;
 
  private:
-  // (m, k, n, x stride, w stride, y stride, bias): one oneDNN primitive per shape, made once.
-  using MatmulKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+  // (m, k, n, x stride, w stride, y stride, bias, x and w in bf16): one oneDNN primitive per
+  // shape, made once.
+  using MatmulKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
   // Weights in bf16, Q8_0 or Q4_0 (matmul_narrow_cpu.cc).
   absl::Status MatmulNarrow(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y);
+  absl::Status MatmulBf16Products(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y);
   struct MatmulEntry {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul primitive;
   };
   absl::StatusOr<MatmulEntry> MatmulPrimitive(const MatmulKey& key);
+  // y (f32) = x · wᵀ (+ bias) with the key's shape and types.
+  absl::Status RunMatmul(const MatmulKey& key, const void* x, const void* w, const Tensor* bias, void* y);
 
   int n_threads_;
+  bool bf16_products_;  // BackendOptions::bf16_products, on a CPU with AVX512_BF16
   dnnl::engine engine_;
   std::mutex matmul_mutex_;
   std::map<MatmulKey, MatmulEntry> matmuls_;
@@ -62,6 +67,8 @@ int DefaultCpuThreads();
 // lower the limit.
 enum class CpuKernels { kPortable, kAvx2, kAvx512 };
 void LimitCpuKernels(CpuKernels limit);
+// Whether the CPU (and the OS) run AVX512_BF16's instructions: what bf16 products need.
+bool CpuHasAvx512Bf16();
 
 // Runs the calling thread's OpenMP regions (ours and oneDNN's) on n threads, and restores the
 // caller's setting after: the host program's threads are not ours to reconfigure.

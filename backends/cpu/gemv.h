@@ -39,6 +39,9 @@ constexpr int64_t kAvx2SplitGroup = 16, kAvx512SplitGroup = 32;
 // The AVX-512 kernel (F, BW, VL, VNNI) for a weight format, or null. Call only where the CPU has
 // those (matmul_narrow_cpu.cc checks).
 DotRow PickDotRowAvx512(DType dtype);
+// y[i] = x[i] rounded to bf16 (to nearest even, NaN kept quiet: F32ToBf16), n values, 16 at a
+// time. AVX-512 F and BW, as PickDotRowAvx512.
+void RoundToBf16Avx512(const float* x, int64_t n, uint16_t* y);
 
 namespace {
 

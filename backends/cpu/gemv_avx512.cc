@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "backends/cpu/gemv.h"
+#include "core/model/dtype.h"
 #include "core/model/quant.h"
 
 namespace ds {
@@ -175,6 +176,21 @@ template <int Rows>
 using Q4Kernel = BlockKernel<Q4Blocks>::Kernel<Rows>;
 
 }  // namespace
+
+void RoundToBf16Avx512(const float* x, int64_t n, uint16_t* y) {
+  const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff), quiet = _mm512_set1_epi32(0x40);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(half, lsb)), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(bits, 16), quiet);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), _mm512_cvtepi32_epi16(r));
+  }
+  for (; i < n; ++i) y[i] = F32ToBf16(x[i]);
+}
 
 DotRow PickDotRowAvx512(DType dtype) {
   switch (dtype) {

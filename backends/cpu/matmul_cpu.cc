@@ -13,12 +13,13 @@ namespace ds {
 absl::StatusOr<CpuBackend::MatmulEntry> CpuBackend::MatmulPrimitive(const MatmulKey& key) {
   std::lock_guard<std::mutex> lock(matmul_mutex_);
   if (auto it = matmuls_.find(key); it != matmuls_.end()) return it->second;
-  const auto [m, k, n, x_stride, w_stride, y_stride, has_bias] = key;
+  const auto [m, k, n, x_stride, w_stride, y_stride, has_bias, bf16] = key;
   using md = dnnl::memory::desc;
   using dt = dnnl::memory::data_type;
   try {
-    const md x_md({m, k}, dt::f32, dnnl::memory::dims{x_stride, 1});
-    const md w_md({k, n}, dt::f32, dnnl::memory::dims{1, w_stride});
+    const dt in = bf16 ? dt::bf16 : dt::f32;
+    const md x_md({m, k}, in, dnnl::memory::dims{x_stride, 1});
+    const md w_md({k, n}, in, dnnl::memory::dims{1, w_stride});
     const md y_md({m, n}, dt::f32, dnnl::memory::dims{y_stride, 1});
     const md b_md = has_bias ? md({1, n}, dt::f32, dnnl::memory::dims{n, 1}) : md();
     const dnnl::matmul::desc desc(x_md, w_md, b_md, y_md);
@@ -39,14 +40,19 @@ absl::StatusOr<CpuBackend::MatmulEntry> CpuBackend::MatmulPrimitive(const Matmul
 absl::Status CpuBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   if (x.rows == 0) return absl::OkStatus();
   if (w.dtype != DType::kF32) return MatmulNarrow(x, w, bias, y);
-  const MatmulKey key{x.rows, x.cols, w.rows, x.stride, w.stride, y.stride, bias != nullptr};
+  return RunMatmul({x.rows, x.cols, w.rows, x.stride, w.stride, y.stride, bias != nullptr, false}, x.data, w.data,
+                   bias, y.data);
+}
+
+absl::Status CpuBackend::RunMatmul(const MatmulKey& key, const void* x, const void* w, const Tensor* bias, void* y) {
   auto entry = MatmulPrimitive(key);
   if (!entry.ok()) return entry.status();
   try {
     const auto& pd = entry->pd;
-    dnnl::memory x_mem(pd.src_desc(), engine_, x.data);
-    dnnl::memory w_mem(pd.weights_desc(), engine_, w.data);
-    dnnl::memory y_mem(pd.dst_desc(), engine_, y.data);
+    // oneDNN takes the pointers as non-const but only reads the inputs.
+    dnnl::memory x_mem(pd.src_desc(), engine_, const_cast<void*>(x));
+    dnnl::memory w_mem(pd.weights_desc(), engine_, const_cast<void*>(w));
+    dnnl::memory y_mem(pd.dst_desc(), engine_, y);
     std::unordered_map<int, dnnl::memory> args{
         {DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, y_mem}};
     if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), engine_, bias->data));

@@ -298,6 +298,15 @@ DotRow PickDotRow(DType dtype, CpuKernels kernels) {
 
 void LimitCpuKernels(CpuKernels limit) { kernel_limit = limit; }
 
+bool CpuHasAvx512Bf16() {
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return DetectCpuKernels() == CpuKernels::kAvx512 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) &&
+           (eax & (1u << 5)) != 0;  // CPUID.(EAX=7, ECX=1):EAX[5] = AVX512_BF16
+  }();
+  return has;
+}
+
 absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   const int64_t M = x.rows, N = w.rows, K = w.cols;
   const float* b = bias ? bias->ptr<float>() : nullptr;
@@ -337,6 +346,7 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
     }
     return absl::OkStatus();
   }
+  if (bf16_products_) return MatmulBf16Products(x, w, bias, y);
   // Prefill: widen ~16 MB of weight rows at a time and multiply them with oneDNN.
   const int64_t block = std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(K, 1));
   thread_local std::vector<float> widened;
@@ -355,6 +365,44 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
     w_block.stride = K;
     const Tensor bias_block = bias ? bias->Cols(j0, n) : Tensor{};
     DS_RETURN_IF_ERROR(Matmul(x, w_block, bias ? &bias_block : nullptr, y.Cols(j0, n)));
+  }
+  return absl::OkStatus();
+}
+
+// Prefill with bf16 products (BackendOptions::bf16_products; called inside MatmulNarrow's
+// thread scope): the activations rounded to bf16
+// once, bf16 weights read where they are, Q8_0 / Q4_0 blocks of rows widened and rounded to
+// bf16 (the product of a code and its f16 scale keeps up to 15 significant bits: rounding it is
+// a relative 2^-9, below the quantization's own error), and oneDNN's bf16 GEMM, f32 accumulate.
+absl::Status CpuBackend::MatmulBf16Products(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
+  const int64_t M = x.rows, K = x.cols, N = w.rows;
+  thread_local std::vector<uint16_t> x_bf16, w_bf16;
+  x_bf16.resize(static_cast<size_t>(M * K));
+  uint16_t* const xb = x_bf16.data();
+#pragma omp parallel for schedule(static)  // on MatmulNarrow's threads
+  for (int64_t m = 0; m < M; ++m) RoundToBf16Avx512(x.ptr<float>() + m * x.stride, K, xb + m * K);
+  if (w.dtype == DType::kBF16)
+    return RunMatmul({M, K, N, K, w.stride, y.stride, bias != nullptr, true}, xb, w.data, bias, y.data);
+  // A row widens to f32 in a buffer of the thread's own (in L1/L2), then rounds into the block.
+  const int64_t block = std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(K, 1));
+  w_bf16.resize(static_cast<size_t>(std::min(block, N) * K));
+  uint16_t* const wb = w_bf16.data();
+  for (int64_t j0 = 0; j0 < N; j0 += block) {
+    const int64_t n = std::min(block, N - j0);
+    const Tensor part = w.Rows(j0, n);
+#pragma omp parallel
+    {
+      thread_local std::vector<float> row;
+      row.resize(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+      for (int64_t j = 0; j < n; ++j) {
+        WidenRow(w.dtype, part.Rows(j, 1).data, K, row.data());
+        RoundToBf16Avx512(row.data(), K, wb + j * K);
+      }
+    }
+    const Tensor bias_part = bias ? bias->Cols(j0, n) : Tensor{};
+    DS_RETURN_IF_ERROR(RunMatmul({M, K, n, K, K, y.stride, bias != nullptr, true}, xb, wb,
+                                 bias ? &bias_part : nullptr, y.ptr<float>() + j0));
   }
   return absl::OkStatus();
 }
