@@ -327,10 +327,11 @@ TEST(QuantizedWeights, AreRefusedOnCuda) {
 // `one_at_a_time`, as decode sees them (the format's GEMV; int8 activations if quantized),
 // otherwise in one prefill.
 std::vector<float> Logits(const std::string& dir, ds_weight_format format, const std::vector<int32_t>& prompt,
-                          bool one_at_a_time, size_t* V) {
+                          bool one_at_a_time, size_t* V, ds_compute_dtype compute = DS_COMPUTE_AUTO) {
   ds_engine_options eo;
   ds_engine_options_init(&eo);
   eo.weight_format = format;
+  eo.compute_dtype = compute;
   eo.n_threads = 2;
   ds_engine* engine = nullptr;
   EXPECT_EQ(ds_engine_open(dir.c_str(), &eo, &engine), DS_OK) << ds_last_error();
@@ -416,6 +417,32 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, FormatGolden,
                          ::testing::Combine(::testing::ValuesIn(ListModelFixtures()),
                                             ::testing::ValuesIn(kAgainstReference)),
                          FormatGoldenName);
+
+// bf16 compute on the CPU (bf16 weights, and bf16 products in a prompt's matmuls where the CPU has
+// AVX512_BF16) against the f32 engine on the fixture's prompt repeated past the decode path's
+// 16 rows (so the prompt takes the GEMM), with bf16 weights' tolerance: both rounding steps
+// keep 8 bits of mantissa.
+class Bf16Compute : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Bf16Compute, PrefillNearTheF32Engine) {
+  const std::string& fixture = GetParam();
+  const std::vector<int32_t> once = PromptOf(fixture);
+  ASSERT_FALSE(once.empty());
+  std::vector<int32_t> prompt;
+  while (prompt.size() <= 16) prompt.insert(prompt.end(), once.begin(), once.end());
+  std::printf("%s, bf16 compute (%s products), relative error per position\n", fixture.c_str(),
+              CpuHasAvx512Bf16() ? "bf16" : "f32");
+  size_t V = 0;
+  const std::vector<float> f32 = Logits(FixturePath(fixture), DS_WEIGHTS_F32, prompt, false, &V);
+  const std::vector<float> bf16 = Logits(FixturePath(fixture), DS_WEIGHTS_F32, prompt, false, &V, DS_COMPUTE_BF16);
+  ASSERT_GT(V, 0u);
+  ASSERT_EQ(f32.size(), bf16.size());
+  const auto errors = SortedPositionErrors(bf16, f32.data(), V, "prefill");
+  ASSERT_EQ(errors.size(), prompt.size());
+  EXPECT_LT(errors[errors.size() / 2], 3e-2) << "median position";
+}
+INSTANTIATE_TEST_SUITE_P(Fixtures, Bf16Compute, ::testing::ValuesIn(ListModelFixtures()),
+                         [](const ::testing::TestParamInfo<std::string>& param) { return param.param; });
 
 // A copy of a fixture whose quantizable matrices hold their own Q8_0/Q4_0 round trip, in f32: what
 // the quantized engine computes with. Quantizable: the 2-D weights the loader stores in the
