@@ -27,7 +27,7 @@ struct Case {
 // Two threads, as the other tests (LLVM's OpenMP runtime keeps allocations of differently sized
 // thread teams past exit, which LeakSanitizer reports): with one query row and one or two kv heads
 // the keys still split into chunks, so the merge is exercised.
-class Attention : public ::testing::TestWithParam<std::tuple<Target, bool>> {};
+class Attention : public ::testing::TestWithParam<TargetAndDevicePosition> {};
 
 TEST_P(Attention, MatchesAnF64Reference) {
   const auto [target, position_on_device] = GetParam();
@@ -94,13 +94,7 @@ TEST_P(Attention, MatchesAnF64Reference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Attention,
-                         ::testing::Values(std::make_tuple(kTargets[0], false), std::make_tuple(kTargets[1], false),
-                                           std::make_tuple(kTargets[1], true)),
-                         [](const ::testing::TestParamInfo<std::tuple<Target, bool>>& param) {
-                           return std::string(std::get<0>(param.param).name) +
-                                  (std::get<1>(param.param) ? "_position_on_device" : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(Backends, Attention, KernelTestTargets(), KernelTestName);
 
 }  // namespace
 }  // namespace ds::testing

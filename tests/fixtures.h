@@ -74,6 +74,17 @@ inline std::string FixtureAndTargetName(const ::testing::TestParamInfo<FixtureAn
   return std::get<0>(info.param) + "_" + std::get<1>(info.param).name;
 }
 
+// A backend kernel test's parameters: the CPU, CUDA, and CUDA with the pass's position read from
+// the device (as a replayed recording runs).
+using TargetAndDevicePosition = std::tuple<Target, bool>;
+inline auto KernelTestTargets() {
+  return ::testing::Values(std::make_tuple(kTargets[0], false), std::make_tuple(kTargets[1], false),
+                           std::make_tuple(kTargets[1], true));
+}
+inline std::string KernelTestName(const ::testing::TestParamInfo<TargetAndDevicePosition>& info) {
+  return std::string(std::get<0>(info.param).name) + (std::get<1>(info.param) ? "_position_on_device" : "");
+}
+
 // Skips (or, where the GPU run requires it, fails) a CUDA case that cannot run here.
 #define DS_SKIP_IF_NO_DEVICE(b)                                                        \
   if ((b).backend == DS_BACKEND_CUDA && !CudaUnavailableReason().empty()) {           \

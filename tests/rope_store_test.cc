@@ -22,7 +22,7 @@ struct Case {
   RopeLayout layout;
 };
 
-class RopeAndStoreKv : public ::testing::TestWithParam<std::tuple<Target, bool>> {};
+class RopeAndStoreKv : public ::testing::TestWithParam<TargetAndDevicePosition> {};
 
 TEST_P(RopeAndStoreKv, MatchesAnF64Reference) {
   const auto [target, position_on_device] = GetParam();
@@ -106,13 +106,7 @@ TEST_P(RopeAndStoreKv, MatchesAnF64Reference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, RopeAndStoreKv,
-                         ::testing::Values(std::make_tuple(kTargets[0], false), std::make_tuple(kTargets[1], false),
-                                           std::make_tuple(kTargets[1], true)),
-                         [](const ::testing::TestParamInfo<std::tuple<Target, bool>>& param) {
-                           return std::string(std::get<0>(param.param).name) +
-                                  (std::get<1>(param.param) ? "_position_on_device" : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(Backends, RopeAndStoreKv, KernelTestTargets(), KernelTestName);
 
 }  // namespace
 }  // namespace ds::testing

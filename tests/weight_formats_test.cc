@@ -115,6 +115,33 @@ struct FormatCase {
   CpuKernels limit;
 };
 
+// A random [N, K] matrix stored in a weight format, random activations [M, K] and bias, and the
+// backend's y = x · wᵀ + bias. w holds the stored weights' values.
+struct NarrowProduct {
+  std::vector<float> w, x, bias, y;
+};
+NarrowProduct RunNarrowMatmul(Backend& backend, DType dtype, int64_t M, int64_t K, int64_t N, std::mt19937& rng) {
+  NarrowProduct p{std::vector<float>(N * K), RandomRow(rng, M * K), RandomRow(rng, N), std::vector<float>(M * N)};
+  const std::vector<float> w_f32 = RandomRow(rng, N * K);
+  std::vector<char> stored(static_cast<size_t>(N) * RowBytes(dtype, K));
+  for (int64_t n = 0; n < N; ++n) {
+    char* row = stored.data() + n * RowBytes(dtype, K);
+    NarrowRow(dtype, &w_f32[n * K], K, row);
+    WidenRow(dtype, row, K, &p.w[n * K]);
+  }
+  auto tw = backend.Alloc(dtype, N, K);
+  auto tx = backend.Alloc(DType::kF32, M, K);
+  auto tb = backend.Alloc(DType::kF32, 1, N);
+  auto ty = backend.Alloc(DType::kF32, M, N);
+  EXPECT_TRUE(tw.ok() && tx.ok() && tb.ok() && ty.ok());
+  if (!tw.ok() || !tx.ok() || !tb.ok() || !ty.ok()) return p;
+  EXPECT_TRUE(backend.Upload(stored.data(), *tw).ok() && backend.Upload(p.x.data(), *tx).ok() &&
+              backend.Upload(p.bias.data(), *tb).ok());
+  EXPECT_TRUE(backend.Matmul(*tx, *tw, &*tb, *ty).ok());
+  EXPECT_TRUE(backend.Download(*ty, p.y.data()).ok());
+  return p;
+}
+
 class NarrowMatmul : public ::testing::TestWithParam<FormatCase> {
  protected:
   void TearDown() override { LimitCpuKernels(CpuKernels::kAvx512); }
@@ -132,26 +159,8 @@ TEST_P(NarrowMatmul, MatchesAnF64Reference) {
   for (int64_t M : {1, 3, 8, 9, 40}) {
     for (int64_t K : ks) {
       for (int64_t N : {1, 7, 33}) {
-        std::vector<float> w_f32 = RandomRow(rng, N * K), x = RandomRow(rng, M * K), bias = RandomRow(rng, N);
-        // The weights as stored, and their values.
-        std::vector<char> stored(static_cast<size_t>(N) * RowBytes(dtype, K));
-        std::vector<float> w(N * K);
-        for (int64_t n = 0; n < N; ++n) {
-          char* row = stored.data() + n * RowBytes(dtype, K);
-          NarrowRow(dtype, &w_f32[n * K], K, row);
-          WidenRow(dtype, row, K, &w[n * K]);
-        }
-        auto tw = (*backend)->Alloc(dtype, N, K);
-        auto tx = (*backend)->Alloc(DType::kF32, M, K);
-        auto tb = (*backend)->Alloc(DType::kF32, 1, N);
-        auto ty = (*backend)->Alloc(DType::kF32, M, N);
-        ASSERT_TRUE(tw.ok() && tx.ok() && tb.ok() && ty.ok());
-        ASSERT_TRUE((*backend)->Upload(stored.data(), *tw).ok());
-        ASSERT_TRUE((*backend)->Upload(x.data(), *tx).ok());
-        ASSERT_TRUE((*backend)->Upload(bias.data(), *tb).ok());
-        ASSERT_TRUE((*backend)->Matmul(*tx, *tw, &*tb, *ty).ok());
-        std::vector<float> y(M * N);
-        ASSERT_TRUE((*backend)->Download(*ty, y.data()).ok());
+        const auto [w, x, bias, y] = RunNarrowMatmul(**backend, dtype, M, K, N, rng);
+        ASSERT_FALSE(::testing::Test::HasFailure());
         // Few rows on a quantized format take the int8 path: the reference quantizes the
         // activations as it does. Many rows widen the weights and multiply in f32.
         const bool int8_dot = quantized && M <= 8;
@@ -190,24 +199,8 @@ TEST_P(Bf16Products, MatchRoundedOperands) {
   for (int64_t M : {17, 40}) {
     for (int64_t K : {32, 96, 1056}) {
       for (int64_t N : {1, 7, 33}) {
-        std::vector<float> w_f32 = RandomRow(rng, N * K), x = RandomRow(rng, M * K), bias = RandomRow(rng, N);
-        std::vector<char> stored(static_cast<size_t>(N) * RowBytes(dtype, K));
-        std::vector<float> w(N * K);
-        for (int64_t n = 0; n < N; ++n) {
-          char* row = stored.data() + n * RowBytes(dtype, K);
-          NarrowRow(dtype, &w_f32[n * K], K, row);
-          WidenRow(dtype, row, K, &w[n * K]);
-        }
-        auto tw = (*backend)->Alloc(dtype, N, K);
-        auto tx = (*backend)->Alloc(DType::kF32, M, K);
-        auto tb = (*backend)->Alloc(DType::kF32, 1, N);
-        auto ty = (*backend)->Alloc(DType::kF32, M, N);
-        ASSERT_TRUE(tw.ok() && tx.ok() && tb.ok() && ty.ok());
-        ASSERT_TRUE((*backend)->Upload(stored.data(), *tw).ok() && (*backend)->Upload(x.data(), *tx).ok() &&
-                    (*backend)->Upload(bias.data(), *tb).ok());
-        ASSERT_TRUE((*backend)->Matmul(*tx, *tw, &*tb, *ty).ok());
-        std::vector<float> y(M * N);
-        ASSERT_TRUE((*backend)->Download(*ty, y.data()).ok());
+        const auto [w, x, bias, y] = RunNarrowMatmul(**backend, dtype, M, K, N, rng);
+        ASSERT_FALSE(::testing::Test::HasFailure());
         for (int64_t m = 0; m < M; ++m) {
           for (int64_t n = 0; n < N; ++n) {
             double ref = bias[n], magnitude = std::abs(bias[n]);
