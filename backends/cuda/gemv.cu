@@ -127,10 +127,11 @@ __device__ __forceinline__ void InverseRms(const float* __restrict__ x, int64_t 
 // MLP's first half in one pass (bias and residual unused). kNorm: the activation rows are
 // normalized on the way in, x[r, i] -> norm[i] * (x[r, i] * inv_rms[r]) as RmsNorm computes it,
 // so the norm before a projection needs no kernel (nor pass over memory) of its own. A residual
-// is added last: y = residual + (x · wᵀ + b), as Matmul then Add. Each warp (or `slices` warps) computes R output rows:
-// an activation chunk loaded once serves R weight rows, which keeps the loads of many activation
-// rows (a verification pass) from saturating L1. A row's dot product is summed in the same order
-// whatever M and R are, so its result does not depend on how many rows the call has.
+// is added last: y = residual + (x · wᵀ + b), as Matmul then Add.
+// Each warp (or `slices` warps) computes R output rows: an activation chunk loaded once serves R
+// weight rows, which keeps the loads of many activation rows (a verification pass) from
+// saturating L1. A row's dot product (and its rms) is summed in the same order whatever M and R
+// are, so its result does not depend on how many rows the call has.
 template <typename W, int M, int R, bool kVec, bool kGateUp, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restrict__ x, int64_t xs, int m,
                                                           const W* __restrict__ w, const W* __restrict__ w2,
