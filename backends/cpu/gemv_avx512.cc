@@ -93,6 +93,7 @@ struct Q8Blocks {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
   }
   static float Scale(const void* w_row, int64_t b) { return _cvtsh_ss(static_cast<const BlockQ8_0*>(w_row)[b].d); }
+  static uint16_t ScaleBits(const void* w_row, int64_t b) { return static_cast<const BlockQ8_0*>(w_row)[b].d; }
 };
 
 struct Q4Blocks {
@@ -125,6 +126,7 @@ struct Q4Blocks {
     return _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles, codes), offsets);
   }
   static float Scale(const void* w_row, int64_t b) { return _cvtsh_ss(static_cast<const BlockQ4_0*>(w_row)[b].d); }
+  static uint16_t ScaleBits(const void* w_row, int64_t b) { return static_cast<const BlockQ4_0*>(w_row)[b].d; }
 };
 
 // acc[m] += blocks b and b + 1 of row m, each block's 8 lanes times its two scales.
@@ -132,12 +134,15 @@ template <int Rows, typename Blocks>
 inline void AccumulatePair(const void* w_row, const PreparedRows& x, int64_t b, __m512* acc) {
   const int64_t blocks = x.k / kQuantBlock;
   const typename Blocks::Pair pair(w_row, b);
-  const float s0 = Blocks::Scale(w_row, b), s1 = Blocks::Scale(w_row, b + 1);
+  // The two weight scales in one conversion, [s0, s1, 0, 0]; per row, times the activation
+  // scales [d0, d1] and spread over the blocks' lanes (0-7: s0 d0, 8-15: s1 d1).
+  const __m128 w_scales = _mm_cvtph_ps(
+      _mm_cvtsi32_si128(static_cast<int>(Blocks::ScaleBits(w_row, b) | (uint32_t{Blocks::ScaleBits(w_row, b + 1)} << 16))));
+  const __m512i lanes = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   for (int m = 0; m < Rows; ++m) {
     const __m512i codes = _mm512_loadu_si512(x.q + m * x.k + b * kQuantBlock);
-    const __m512 scale = _mm512_castsi512_ps(
-        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(_mm256_set1_ps(s0 * x.d[m * blocks + b]))),
-                           _mm256_castps_si256(_mm256_set1_ps(s1 * x.d[m * blocks + b + 1])), 1));
+    const __m128 x_scales = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x.d + m * blocks + b)));
+    const __m512 scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(w_scales, x_scales)));
     acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair.Dot(x, codes, m, b)), scale, acc[m]);
   }
 }
