@@ -42,7 +42,6 @@ class CpuBackend final : public Backend {
   using MatmulKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
   // Weights in bf16, Q8_0 or Q4_0 (matmul_narrow_cpu.cc).
   absl::Status MatmulNarrow(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y);
-  absl::Status MatmulBf16Products(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y);
   struct MatmulEntry {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul primitive;

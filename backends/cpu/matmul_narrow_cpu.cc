@@ -8,7 +8,8 @@
 //   multiply by the two scales. The kernels are picked at run time: AVX-512 (F, BW, VL, VNNI;
 //   gemv_avx512.cc), else AVX2 (+FMA, F16C), else a portable loop with the same arithmetic.
 // Prefill (many rows) is bound by arithmetic: blocks of weight rows are widened to f32 into a
-// buffer and multiplied by oneDNN's f32 GEMM.
+// buffer and multiplied by oneDNN's f32 GEMM, or with bf16 products rounded to bf16 for its bf16
+// GEMM.
 #include <cpuid.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -346,63 +347,58 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
     }
     return absl::OkStatus();
   }
-  if (bf16_products_) return MatmulBf16Products(x, w, bias, y);
-  // Prefill: widen ~16 MB of weight rows at a time and multiply them with oneDNN.
+  // Prefill: ~4M weights at a time widened and multiplied with oneDNN, in f32; or, with bf16
+  // products (BackendOptions::bf16_products), the activations rounded to bf16 once, bf16 weights
+  // read where they are, Q8_0 / Q4_0 rows widened and rounded to bf16 (the product of a code and
+  // its f16 scale keeps up to 15 significant bits: rounding it is a relative 2^-9, below the
+  // quantization's own error), and oneDNN's bf16 GEMM, f32 accumulate.
+  const bool bf16 = bf16_products_;
+  thread_local std::vector<uint16_t> x_bf16;
+  const void* x_in = x.data;
+  int64_t x_in_stride = x.stride;
+  if (bf16) {
+    x_bf16.resize(static_cast<size_t>(M * K));
+    uint16_t* const xb = x_bf16.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < M; ++m) RoundToBf16Avx512(x.ptr<float>() + m * x.stride, K, xb + m * K);
+    x_in = xb;
+    x_in_stride = K;
+    if (w.dtype == DType::kBF16)
+      return RunMatmul({M, K, N, K, w.stride, y.stride, bias != nullptr, true}, x_in, w.data, bias, y.data);
+  }
   const int64_t block = std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(K, 1));
+  const size_t block_elements = static_cast<size_t>(std::min(block, N) * K);
+  // This thread's block of widened (f32) or rounded (bf16) rows: the workers below write into it.
   thread_local std::vector<float> widened;
-  widened.resize(static_cast<size_t>(std::min(block, N) * K));
-  float* const buffer = widened.data();  // this thread's: the workers below write into it
+  thread_local std::vector<uint16_t> rounded;
+  if (bf16) {
+    rounded.resize(block_elements);
+  } else {
+    widened.resize(block_elements);
+  }
+  float* const wf = widened.data();
+  uint16_t* const wb = rounded.data();
   for (int64_t j0 = 0; j0 < N; j0 += block) {
     const int64_t n = std::min(block, N - j0);
     const Tensor rows = w.Rows(j0, n);
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < n; ++j) WidenRow(w.dtype, rows.Rows(j, 1).data, K, buffer + j * K);
-    Tensor w_block;
-    w_block.data = buffer;
-    w_block.dtype = DType::kF32;
-    w_block.rows = n;
-    w_block.cols = K;
-    w_block.stride = K;
-    const Tensor bias_block = bias ? bias->Cols(j0, n) : Tensor{};
-    DS_RETURN_IF_ERROR(Matmul(x, w_block, bias ? &bias_block : nullptr, y.Cols(j0, n)));
-  }
-  return absl::OkStatus();
-}
-
-// Prefill with bf16 products (BackendOptions::bf16_products; called inside MatmulNarrow's
-// thread scope): the activations rounded to bf16
-// once, bf16 weights read where they are, Q8_0 / Q4_0 blocks of rows widened and rounded to
-// bf16 (the product of a code and its f16 scale keeps up to 15 significant bits: rounding it is
-// a relative 2^-9, below the quantization's own error), and oneDNN's bf16 GEMM, f32 accumulate.
-absl::Status CpuBackend::MatmulBf16Products(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
-  const int64_t M = x.rows, K = x.cols, N = w.rows;
-  thread_local std::vector<uint16_t> x_bf16, w_bf16;
-  x_bf16.resize(static_cast<size_t>(M * K));
-  uint16_t* const xb = x_bf16.data();
-#pragma omp parallel for schedule(static)  // on MatmulNarrow's threads
-  for (int64_t m = 0; m < M; ++m) RoundToBf16Avx512(x.ptr<float>() + m * x.stride, K, xb + m * K);
-  if (w.dtype == DType::kBF16)
-    return RunMatmul({M, K, N, K, w.stride, y.stride, bias != nullptr, true}, xb, w.data, bias, y.data);
-  // A row widens to f32 in a buffer of the thread's own (in L1/L2), then rounds into the block.
-  const int64_t block = std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(K, 1));
-  w_bf16.resize(static_cast<size_t>(std::min(block, N) * K));
-  uint16_t* const wb = w_bf16.data();
-  for (int64_t j0 = 0; j0 < N; j0 += block) {
-    const int64_t n = std::min(block, N - j0);
-    const Tensor part = w.Rows(j0, n);
 #pragma omp parallel
     {
-      thread_local std::vector<float> row;
-      row.resize(static_cast<size_t>(K));
+      thread_local std::vector<float> row;  // with bf16 products a row widens here (L1/L2) first
+      if (bf16) row.resize(static_cast<size_t>(K));
 #pragma omp for schedule(static)
       for (int64_t j = 0; j < n; ++j) {
-        WidenRow(w.dtype, part.Rows(j, 1).data, K, row.data());
-        RoundToBf16Avx512(row.data(), K, wb + j * K);
+        if (!bf16) {
+          WidenRow(w.dtype, rows.Rows(j, 1).data, K, wf + j * K);
+        } else {
+          WidenRow(w.dtype, rows.Rows(j, 1).data, K, row.data());
+          RoundToBf16Avx512(row.data(), K, wb + j * K);
+        }
       }
     }
-    const Tensor bias_part = bias ? bias->Cols(j0, n) : Tensor{};
-    DS_RETURN_IF_ERROR(RunMatmul({M, K, n, K, K, y.stride, bias != nullptr, true}, xb, wb,
-                                 bias ? &bias_part : nullptr, y.ptr<float>() + j0));
+    const Tensor bias_block = bias ? bias->Cols(j0, n) : Tensor{};
+    DS_RETURN_IF_ERROR(RunMatmul({M, K, n, x_in_stride, K, y.stride, bias != nullptr, bf16}, x_in,
+                                 bf16 ? static_cast<const void*>(wb) : wf, bias ? &bias_block : nullptr,
+                                 y.ptr<float>() + j0));
   }
   return absl::OkStatus();
 }
