@@ -27,6 +27,12 @@ __device__ __forceinline__ void TakeBetter(float& best, int64_t& at, float v, in
   if (v > best || (v == best && i < at)) best = v, at = i;
 }
 
+// TakeBetter over the warp's lanes: every lane ends with the warp's best.
+__device__ __forceinline__ void WarpBest(float& best, int64_t& at) {
+  for (int offset = 16; offset > 0; offset /= 2)
+    TakeBetter(best, at, __shfl_xor_sync(0xffffffffu, best, offset), __shfl_xor_sync(0xffffffffu, at, offset));
+}
+
 // Block (row, p) takes the part [p * part_cols, (p + 1) * part_cols) of the row: one SM alone
 // reads a 151936-wide row at ~50 GB/s (11 us), so the row is spread over many. Each part starts
 // from element 0 (the host loop's start, and what keeps a NaN there), and keeps kUnroll 16-byte
@@ -68,8 +74,7 @@ __global__ void ArgmaxKernel(const float* x, int64_t xs, int64_t cols, bool vec,
     scalar_from = max(begin, 4 * end4);
   }
   for (int64_t i = scalar_from + threadIdx.x; i < end; i += kArgmaxThreads) TakeBetter(best, at, r[i], i);
-  for (int offset = 16; offset > 0; offset /= 2)
-    TakeBetter(best, at, __shfl_xor_sync(0xffffffffu, best, offset), __shfl_xor_sync(0xffffffffu, at, offset));
+  WarpBest(best, at);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) warp_best[warp] = best, warp_at[warp] = at;
   __syncthreads();
@@ -90,8 +95,7 @@ __global__ void ArgmaxMergeKernel(const float* part_best, const int32_t* part_at
   float best = part_best[row * parts];
   int64_t at = part_at[row * parts];
   for (int64_t p = threadIdx.x; p < parts; p += 32) TakeBetter(best, at, part_best[row * parts + p], part_at[row * parts + p]);
-  for (int offset = 16; offset > 0; offset /= 2)
-    TakeBetter(best, at, __shfl_xor_sync(0xffffffffu, best, offset), __shfl_xor_sync(0xffffffffu, at, offset));
+  WarpBest(best, at);
   if (threadIdx.x == 0) ids[row] = static_cast<int32_t>(at);
 }
 
@@ -111,32 +115,39 @@ cudaError_t LaunchRows(int64_t rows, int64_t cols, cudaStream_t stream, F f) {
   return Launch(RowsKernel<F>, Blocks(rows * cols, kThreads, 8192), kThreads, 0, stream, rows, cols, f);
 }
 
-__global__ void RopeKernel(float* x, int64_t xs, int64_t n_heads, int64_t head_stride, int64_t half,
-                           const float* inv_freq, float factor, bool interleaved, int64_t pos0,
-                           const int32_t* pos0_device) {
-  extern __shared__ float cos_sin[];  // [half] cos, then [half] sin: shared by the row's heads
-  float* row = x + blockIdx.x * xs;
-  // As transformers (and the CPU backend): a float32 angle, cos and sin of it, then the scale.
-  const float pos = static_cast<float>((pos0_device ? *pos0_device : pos0) + blockIdx.x);
+// The block's cos/sin table for position pos: [half] cos, then [half] sin. As transformers (and
+// the CPU backend): a float32 angle, cos and sin of it, then the scale.
+__device__ __forceinline__ void RopeTableFor(float pos, const float* inv_freq, int64_t half, float factor,
+                                             float* cos_sin) {
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
     const float angle = pos * inv_freq[i];
     cos_sin[i] = static_cast<float>(cos(static_cast<double>(angle))) * factor;
     cos_sin[half + i] = static_cast<float>(sin(static_cast<double>(angle))) * factor;
   }
+}
+
+// Rotates pair i of a head: (x[i], x[i + half]) or, interleaved, (x[2i], x[2i + 1]).
+__device__ __forceinline__ void RotatePair(float* head, int64_t i, int64_t half, bool interleaved,
+                                           const float* cos_sin) {
+  float* a = interleaved ? &head[2 * i] : &head[i];
+  float* b = interleaved ? &head[2 * i + 1] : &head[i + half];
+  const float c = cos_sin[i], s = cos_sin[half + i], x0 = *a, x1 = *b;
+  *a = x0 * c - x1 * s;
+  *b = x1 * c + x0 * s;
+}
+
+__global__ void RopeKernel(float* x, int64_t xs, int64_t n_heads, int64_t head_stride, int64_t half,
+                           const float* inv_freq, float factor, bool interleaved, int64_t pos0,
+                           const int32_t* pos0_device) {
+  extern __shared__ float cos_sin[];  // [half] cos, then [half] sin: shared by the row's heads
+  float* row = x + blockIdx.x * xs;
+  RopeTableFor(static_cast<float>((pos0_device ? *pos0_device : pos0) + blockIdx.x), inv_freq, half, factor, cos_sin);
   // The table needs only the frequencies and the position (written before the pass's first
   // kernel): it is made while the kernel ahead finishes.
   WaitForPreviousKernels();
   __syncthreads();
-  for (int64_t j = threadIdx.x; j < n_heads * half; j += blockDim.x) {
-    const int64_t h = j / half, i = j % half;
-    const float c = cos_sin[i], s = cos_sin[half + i];
-    float* v = row + h * head_stride;
-    float* a = interleaved ? &v[2 * i] : &v[i];
-    float* b = interleaved ? &v[2 * i + 1] : &v[i + half];
-    const float x0 = *a, x1 = *b;
-    *a = x0 * c - x1 * s;
-    *b = x1 * c + x0 * s;
-  }
+  for (int64_t j = threadIdx.x; j < n_heads * half; j += blockDim.x)
+    RotatePair(row + j / half * head_stride, j % half, half, interleaved, cos_sin);
 }
 
 // A block per row t of the pass: RopeKernel's rotation of q's and k's heads, then k's and v's
@@ -145,12 +156,7 @@ __global__ void RopeAndStoreKvKernel(RopeAndStoreKvArgs a) {
   extern __shared__ float cos_sin[];  // [half] cos, then [half] sin
   const int64_t t = blockIdx.x, half = a.rot_dim / 2;
   const int64_t pos0 = a.pos0_device ? *a.pos0_device : a.pos0;
-  const float pos = static_cast<float>(pos0 + t);
-  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-    const float angle = pos * a.inv_freq[i];
-    cos_sin[i] = static_cast<float>(cos(static_cast<double>(angle))) * a.attention_factor;
-    cos_sin[half + i] = static_cast<float>(sin(static_cast<double>(angle))) * a.attention_factor;
-  }
+  RopeTableFor(static_cast<float>(pos0 + t), a.inv_freq, half, a.attention_factor, cos_sin);
   WaitForPreviousKernels();
   __syncthreads();
   float* q = a.q + t * a.q_stride;
@@ -158,13 +164,8 @@ __global__ void RopeAndStoreKvKernel(RopeAndStoreKvArgs a) {
   const int64_t q_pairs = a.q_heads * half;
   for (int64_t j = threadIdx.x; j < (a.q_heads + a.kv_heads) * half; j += blockDim.x) {
     const bool is_q = j < q_pairs;
-    const int64_t h = (is_q ? j : j - q_pairs) / half, i = j % half;
-    float* v = (is_q ? q : k) + h * a.head_dim;
-    float* x0 = a.interleaved ? &v[2 * i] : &v[i];
-    float* x1 = a.interleaved ? &v[2 * i + 1] : &v[i + half];
-    const float c = cos_sin[i], s = cos_sin[half + i], v0 = *x0, v1 = *x1;
-    *x0 = v0 * c - v1 * s;
-    *x1 = v1 * c + v0 * s;
+    const int64_t pair = is_q ? j : j - q_pairs;
+    RotatePair((is_q ? q : k) + pair / half * a.head_dim, pair % half, half, a.interleaved, cos_sin);
   }
   __syncthreads();  // the block's rotated k is visible to all its threads
   const int64_t row = pos0 + t;
