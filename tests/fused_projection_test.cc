@@ -37,8 +37,10 @@ TEST_P(FusedProjections, MatchAnF64Reference) {
   auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
   ASSERT_TRUE(backend.ok()) << backend.status();
   Backend& b = **backend;
+  // Row counts for each of the GEMV's activation-row templates (1, 2, 4, 8, 16) and past it.
   const Case cases[] = {{1, 1536, 1536, true, true}, {1, 300, 264, false, false}, {3, 512, 3584, true, false},
-                        {16, 256, 100, false, true}, {9, 77, 72, true, false},    {20, 128, 64, false, true}};
+                        {16, 256, 100, false, true}, {9, 77, 72, true, false},    {20, 128, 64, false, true},
+                        {12, 200, 96, true, true},   {6, 40, 8960, true, false}};
   std::mt19937 rng(11);
   std::normal_distribution<float> normal;
   auto make = [&](int64_t rows, int64_t cols, bool bf16) {
@@ -99,6 +101,60 @@ TEST_P(FusedProjections, MatchAnF64Reference) {
       for (int64_t i = 0; i < c.k; ++i)
         ASSERT_NEAR(got_sum[r * c.k + i], xr[i] + dot(down.host.data() + i * c.n, hr.data(), c.n), tol_n)
             << "matmul_add row " << r << " col " << i;
+    }
+  }
+}
+
+// CUDA's GEMV computes an activation row the same way whatever other rows the call has: what lets
+// a speculative verification pass reproduce plain decoding bit for bit. Each row of an m-row call
+// equals, bit for bit, the same row computed in a call of its own: bf16 and f32 weights, with the
+// norm on the way in, the residual added, and gate/up, at row counts of each of its templates.
+TEST(CudaGemv, ARowsResultDoesNotDependOnTheRowsBesideIt) {
+  DS_SKIP_IF_NO_DEVICE(kTargets[1]);
+  auto backend = LoadCudaBackend({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  Backend& b = **backend;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  auto upload = [&](int64_t rows, int64_t cols, bool bf16) {
+    std::vector<float> v(rows * cols);
+    std::vector<uint16_t> bits(v.size());
+    for (size_t i = 0; i < v.size(); ++i) v[i] = normal(rng), bits[i] = F32ToBf16(v[i]);
+    auto t = b.Alloc(bf16 ? DType::kBF16 : DType::kF32, rows, cols);
+    EXPECT_TRUE(t.ok() && b.Upload(bf16 ? static_cast<const void*>(bits.data()) : v.data(), *t).ok());
+    return t.ok() ? *t : Tensor{};
+  };
+  auto download = [&](const Tensor& t) {
+    std::vector<float> v(t.rows * t.cols);
+    EXPECT_TRUE(b.Download(t, v.data()).ok());
+    return v;
+  };
+  const int64_t n = 200, k = 1024;
+  for (bool bf16 : {true, false}) {
+    const Tensor w = upload(n, k, bf16), w2 = upload(n, k, bf16), down = upload(k, n, bf16), norm = upload(1, k, false),
+                 bias = upload(1, n, false);
+    for (int64_t m : {2, 3, 5, 9, 16}) {
+      SCOPED_TRACE(::testing::Message() << (bf16 ? "bf16" : "f32") << " m " << m);
+      const Tensor x = upload(m, k, false), hidden = upload(m, n, false);
+      // Each product for all m rows at once, then row by row into a second tensor.
+      std::vector<float> together[3], alone[3];
+      for (int pass = 0; pass < 2; ++pass) {
+        auto y = b.Alloc(DType::kF32, m, n), gate_up = b.Alloc(DType::kF32, m, n), sum = b.Alloc(DType::kF32, m, k);
+        ASSERT_TRUE(y.ok() && gate_up.ok() && sum.ok());
+        for (int64_t r = 0; r < m; r += pass == 0 ? m : 1) {
+          const int64_t rows = pass == 0 ? m : 1;
+          ASSERT_TRUE(b.NormMatmul(x.Rows(r, rows), norm, 1e-6f, w, &bias, y->Rows(r, rows)).ok());
+          ASSERT_TRUE(b.NormGateUp(x.Rows(r, rows), norm, 1e-6f, w, w2, gate_up->Rows(r, rows)).ok());
+          ASSERT_TRUE(b.MatmulAdd(hidden.Rows(r, rows), down, nullptr, x.Rows(r, rows), sum->Rows(r, rows)).ok());
+        }
+        auto& out = pass == 0 ? together : alone;
+        out[0] = download(*y), out[1] = download(*gate_up), out[2] = download(*sum);
+      }
+      for (int i = 0; i < 3; ++i) {
+        ASSERT_EQ(together[i].size(), alone[i].size());
+        for (size_t j = 0; j < together[i].size(); ++j)
+          ASSERT_EQ(together[i][j], alone[i][j]) << "product " << i << " element " << j;  // bit for bit
+      }
     }
   }
 }
