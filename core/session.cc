@@ -70,10 +70,17 @@ absl::Status Session::Forward(absl::Span<const int32_t> ids, bool keep_all_logit
   hidden_.resize(hidden_at + static_cast<size_t>(n * H));
   logits_.host.resize(logits_at + static_cast<size_t>(out.logits.rows * V));
   DS_RETURN_IF_ERROR(engine_->backend().Download(out.hidden, hidden_.data() + hidden_at));
-  if (out.argmax.valid()) {  // the last row only (AppendImpl cleared the rest): left on the backend until read
-    DS_RETURN_IF_ERROR(engine_->backend().Download(out.argmax, &logits_.argmax));
-    logits_.on_backend = out.logits;
+  const size_t rows_before = logits_at / static_cast<size_t>(V);
+  if (out.argmax.valid() && logits_.argmax.size() == rows_before) {
+    logits_.argmax.resize(rows_before + static_cast<size_t>(out.argmax.cols));
+    DS_RETURN_IF_ERROR(engine_->backend().Download(out.argmax, logits_.argmax.data() + rows_before));
   } else {
+    logits_.argmax.clear();  // some row has none
+  }
+  if (logits_at == 0) {
+    logits_.on_backend = out.logits;  // left on the backend until read
+  } else {
+    FetchLogits();  // an earlier chunk's, before this pass's buffers can be reused
     DS_RETURN_IF_ERROR(engine_->backend().Download(out.logits, logits_.host.data() + logits_at));
   }
   tokens_.insert(tokens_.end(), ids.begin(), ids.end());
@@ -99,13 +106,18 @@ void Session::FetchLogits() const {
 void Session::ClearLogits() { logits_ = Logits{}; }
 
 void Session::Commit(int64_t n_tokens, int64_t row) {
-  FetchLogits();
-  logits_.argmax = -1;
   ++version_;
   const size_t V = static_cast<size_t>(n_vocab()), H = static_cast<size_t>(engine_->config().hidden_size);
   tokens_.resize(static_cast<size_t>(n_tokens));
-  logits_.host.erase(logits_.host.begin(), logits_.host.begin() + static_cast<std::ptrdiff_t>(row * V));
+  if (logits_.on_backend.valid() && row < logits_.on_backend.rows) {
+    logits_.on_backend = logits_.on_backend.Rows(row, 1);  // still not needed on the host
+  } else {
+    FetchLogits();
+    logits_.host.erase(logits_.host.begin(), logits_.host.begin() + static_cast<std::ptrdiff_t>(row * V));
+  }
   logits_.host.resize(V);
+  logits_.argmax = static_cast<size_t>(row) < logits_.argmax.size() ? std::vector<int32_t>{logits_.argmax[row]}
+                                                                    : std::vector<int32_t>{};
   hidden_.resize(static_cast<size_t>(row + 1) * H);
 }
 
@@ -159,7 +171,8 @@ absl::StatusOr<int32_t> Session::NextToken() {
     return token;
   }
   if (!has_logits()) return absl::FailedPreconditionError("no logits yet: append a prompt first");
-  const int32_t token = sampler_.greedy() && logits_.argmax >= 0 ? logits_.argmax : sampler_.Sample(logits(), n_vocab());
+  const int32_t token =
+      sampler_.greedy() && !logits_.argmax.empty() ? logits_.argmax.back() : sampler_.Sample(logits(), n_vocab());
   DS_RETURN_IF_ERROR(Append({&token, 1}));
   return token;
 }

@@ -88,6 +88,9 @@ class Session {
     FetchLogits();
     return logits_.host;
   }
+  // The argmax of each row of logits() / all_logits() (greedy choices) where the backend computed
+  // them, else empty.
+  const std::vector<int32_t>& argmax() const { return logits_.argmax; }
   // Final hidden states (after the model's last norm) of the last Append: [rows, hidden].
   const std::vector<float>& hidden() const { return hidden_; }
   const Engine& engine() const { return *engine_; }
@@ -100,14 +103,15 @@ class Session {
   // One forward pass over ids at the current position; appends logits/hidden rows.
   absl::Status Forward(absl::Span<const int32_t> ids, bool keep_all_logits);
   absl::Status AppendImpl(absl::Span<const int32_t> ids, bool keep_all_logits);
-  // The last Append's logits. A pass that keeps only its last row leaves that row on the backend,
-  // with the argmax computed there: greedy decoding needs no more, so the vocabulary's worth of
-  // floats crosses to the host only when something reads them (FetchLogits; on a failed download
-  // they read as NaN).
+  // The last Append's logits. A pass leaves its rows on the backend, with each row's argmax
+  // computed there: greedy decoding (and greedy verification of drafts) needs no more, so the
+  // vocabulary's worth of floats a row crosses to the host only when something reads them
+  // (FetchLogits; on a failed download they read as NaN). A prompt run in several chunks with
+  // every row kept downloads all but its first chunk at once.
   struct Logits {
-    std::vector<float> host;  // sized; filled from on_backend when that is valid
+    std::vector<float> host;  // sized; its first on_backend.rows rows filled from on_backend when that is valid
     Tensor on_backend;
-    int32_t argmax = -1;  // of the last row, where the backend computed it, else -1
+    std::vector<int32_t> argmax;  // of every row, where the backend computed them all, else empty
   };
   void FetchLogits() const;
   void ClearLogits();

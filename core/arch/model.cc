@@ -6,7 +6,9 @@ PassOutput Model::ForwardPass(Ops& ops, const Tensor& ids, KvCache& cache, const
   PassOutput out;
   out.hidden = Forward(ops, ids, cache, at);
   out.logits = LmHead(ops, all_logits || !ops.ok() ? out.hidden : out.hidden.Rows(out.hidden.rows - 1, 1));
-  if (!all_logits) out.argmax = ops.Argmax(out.logits);
+  // Every row's argmax for a pass short enough to be a speculative verification (greedy
+  // acceptance needs no more); a long prompt's, kept for logits_all, is not worth a pass.
+  if (!all_logits || out.logits.rows <= kArgmaxRowsMax) out.argmax = ops.Argmax(out.logits);
   return out;
 }
 

@@ -14,11 +14,13 @@
 namespace ds {
 
 // What a forward pass leaves on the backend: the final hidden states [n, hidden], the logits of
-// every row (all_logits) or of the last one, and then that row's argmax ([1, 1] i32: greedy
-// decoding's choice, so the logits need not leave the backend).
+// every row (all_logits) or of the last one, and each logits row's argmax ([1, rows] i32: greedy
+// decoding's choices, so the logits need not leave the backend; with all_logits only up to
+// kArgmaxRowsMax rows, else invalid).
 struct PassOutput {
   Tensor hidden, logits, argmax;
 };
+inline constexpr int64_t kArgmaxRowsMax = 65;  // a verification pass of 64 drafts
 
 class Model {
  public:
@@ -34,7 +36,7 @@ class Model {
   virtual Tensor Forward(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at) const = 0;
   // Logits [rows, vocab] of hidden states.
   virtual Tensor LmHead(Ops& ops, const Tensor& hidden) const = 0;
-  // Forward, LmHead and, for the last row alone, the argmax.
+  // Forward, LmHead and the argmax (above).
   PassOutput ForwardPass(Ops& ops, const Tensor& ids, KvCache& cache, const Position& at, bool all_logits) const;
 
   // DeepSeek's next-token-prediction (MTP) layers; 0 where the checkpoint has none.

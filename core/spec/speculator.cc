@@ -49,6 +49,8 @@ absl::StatusOr<std::vector<int32_t>> Speculator::Step(Session& s) {
   int32_t next;
   if (next_ && next_version_ == s.version()) {
     next = *next_;
+  } else if (sampler.greedy() && !s.argmax().empty()) {
+    next = s.argmax().back();  // computed on the backend: the logits need not come to the host
   } else {
     sampler.Probabilities(s.logits(), V, p_);
     next = sampler.SampleFrom(p_);
@@ -74,7 +76,19 @@ absl::StatusOr<std::vector<int32_t>> Speculator::Step(Session& s) {
 
   std::vector<int32_t> emitted{next};
   size_t accepted = 0;
-  for (; accepted < draft.tokens.size(); ++accepted) {
+  // Greedy with every row's argmax computed on the backend: a draft is accepted where it is the
+  // target's choice, and the first rejected row's choice is the next token.
+  const std::vector<int32_t>& choice = s.argmax();
+  const bool by_argmax = sampler.greedy() && choice.size() == batch.size();
+  for (; by_argmax && accepted < draft.tokens.size(); ++accepted) {
+    if (draft.tokens[accepted] == choice[accepted]) {
+      emitted.push_back(draft.tokens[accepted]);
+      continue;
+    }
+    next_ = choice[accepted];
+    break;
+  }
+  for (; !by_argmax && accepted < draft.tokens.size(); ++accepted) {
     const int32_t d = draft.tokens[accepted];
     sampler.Probabilities(s.all_logits().data() + accepted * V, V, p_);
     const float q = draft.q.empty() ? 1.0f : draft.q[accepted][d];
