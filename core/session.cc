@@ -58,6 +58,7 @@ absl::Status Session::Forward(absl::Span<const int32_t> ids, bool keep_all_logit
   const int64_t n = static_cast<int64_t>(ids.size()), pos0 = n_tokens();
   const int64_t V = n_vocab(), H = engine_->config().hidden_size;
   DS_RETURN_IF_ERROR(cache_.Reserve(pos0 + n, pos0));
+  FetchLogits();  // an earlier chunk's rows, before this pass may reuse their buffers
   PassOutput out;
   if (recorded_.Takes(n)) {
     DS_ASSIGN_OR_RETURN(out, recorded_.Run(ids, pos0, cache_, keep_all_logits));
@@ -80,7 +81,6 @@ absl::Status Session::Forward(absl::Span<const int32_t> ids, bool keep_all_logit
   if (logits_at == 0) {
     logits_.on_backend = out.logits;  // left on the backend until read
   } else {
-    FetchLogits();  // an earlier chunk's, before this pass's buffers can be reused
     DS_RETURN_IF_ERROR(engine_->backend().Download(out.logits, logits_.host.data() + logits_at));
   }
   tokens_.insert(tokens_.end(), ids.begin(), ids.end());

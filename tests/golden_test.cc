@@ -117,6 +117,35 @@ TEST_P(Golden, PrefillLogitsMatchTransformers) {
   ds_session_close(s);
 }
 
+// A prompt longer than a prefill chunk (512 tokens) with logits_all runs as several passes whose
+// rows are gathered (the first left on the backend until read, the rest fetched as they come): each
+// row must be, bit for bit, what appending the prompt in two parts at the chunk boundary gives.
+TEST_P(Golden, AllLogitsOfAPromptLongerThanAChunk) {
+  constexpr size_t kChunk = 512;
+  std::vector<int32_t> prompt;
+  while (prompt.size() < kChunk + 40) prompt.insert(prompt.end(), prompt_.begin(), prompt_.end());
+  prompt.resize(kChunk + 40);
+  auto all_logits = [&](std::initializer_list<std::pair<size_t, size_t>> parts) {
+    ds_session* s = NewSession(/*logits_all=*/true);
+    std::vector<float> rows;
+    size_t V = 0;
+    for (const auto& [begin, end] : parts) {
+      EXPECT_EQ(ds_session_append(s, prompt.data() + begin, end - begin), DS_OK) << ds_last_error();
+      const float* logits = nullptr;
+      size_t n = 0;
+      EXPECT_EQ(ds_session_all_logits(s, &logits, &n, &V), DS_OK);
+      EXPECT_EQ(n, end - begin);
+      rows.insert(rows.end(), logits, logits + n * V);
+    }
+    ds_session_close(s);
+    return rows;
+  };
+  const std::vector<float> whole = all_logits({{0, prompt.size()}});
+  const std::vector<float> parts = all_logits({{0, kChunk}, {kChunk, prompt.size()}});
+  ASSERT_EQ(whole.size(), parts.size());
+  for (size_t i = 0; i < whole.size(); ++i) ASSERT_EQ(whole[i], parts[i]) << "element " << i;
+}
+
 // The prompt fed one token at a time goes through the cache at every position and must give
 // the prefill's logits.
 TEST_P(Golden, StepDecodeOverThePromptMatchesPrefill) {
