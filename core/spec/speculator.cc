@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "core/arch/model.h"
 #include "core/status.h"
 
 namespace ds {
@@ -15,8 +16,14 @@ double Since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
+// A verification pass (the target's token and up to 64 drafts) gets every row's argmax from the
+// backend: greedy acceptance reads those.
+constexpr int kMaxDraftTokens = 64;
+static_assert(kMaxDraftTokens + 1 <= kArgmaxRowsMax);
+
 absl::StatusOr<std::unique_ptr<Speculator>> Speculator::Create(Session& session, const SpeculativeOptions& o) {
-  if (o.k < 1 || o.k > 64) return absl::InvalidArgumentError(absl::StrCat("draft_tokens must be 1..64, got ", o.k));
+  if (o.k < 1 || o.k > kMaxDraftTokens)
+    return absl::InvalidArgumentError(absl::StrCat("draft_tokens must be 1..", kMaxDraftTokens, ", got ", o.k));
   std::unique_ptr<Proposer> proposer;
   switch (o.method) {
     case SpeculativeMethod::kNone:
@@ -76,34 +83,34 @@ absl::StatusOr<std::vector<int32_t>> Speculator::Step(Session& s) {
 
   std::vector<int32_t> emitted{next};
   size_t accepted = 0;
-  // Greedy with every row's argmax computed on the backend: a draft is accepted where it is the
-  // target's choice, and the first rejected row's choice is the next token.
-  const std::vector<int32_t>& choice = s.argmax();
-  const bool by_argmax = sampler.greedy() && choice.size() == batch.size();
-  for (; by_argmax && accepted < draft.tokens.size(); ++accepted) {
-    if (draft.tokens[accepted] == choice[accepted]) {
+  if (sampler.greedy()) {
+    // A draft is accepted where it is the target's choice (computed on the backend, so the
+    // logits need not come to the host); the first rejected row's choice is the next token.
+    const std::vector<int32_t>& choice = s.argmax();
+    if (choice.size() != batch.size())
+      return absl::InternalError(absl::StrCat("a verification pass of ", batch.size(), " rows has ", choice.size(),
+                                              " argmax ids"));
+    for (; accepted < draft.tokens.size() && draft.tokens[accepted] == choice[accepted]; ++accepted)
       emitted.push_back(draft.tokens[accepted]);
-      continue;
+    if (accepted < draft.tokens.size()) next_ = choice[accepted];
+  } else {
+    for (; accepted < draft.tokens.size(); ++accepted) {
+      const int32_t d = draft.tokens[accepted];
+      sampler.Probabilities(s.all_logits().data() + accepted * V, V, p_);
+      const float q = draft.q.empty() ? 1.0f : draft.q[accepted][d];
+      if (sampler.UniformDraw() < std::min(1.0, static_cast<double>(p_[d]) / q)) {
+        emitted.push_back(d);
+        continue;
+      }
+      // Rejected: the next token comes from norm(max(0, p - q)).
+      if (draft.q.empty()) {
+        p_[d] = 0.0f;
+      } else {
+        for (int64_t i = 0; i < V; ++i) p_[i] = std::max(0.0f, p_[i] - draft.q[accepted][i]);
+      }
+      next_ = sampler.SampleFrom(p_);
+      break;
     }
-    next_ = choice[accepted];
-    break;
-  }
-  for (; !by_argmax && accepted < draft.tokens.size(); ++accepted) {
-    const int32_t d = draft.tokens[accepted];
-    sampler.Probabilities(s.all_logits().data() + accepted * V, V, p_);
-    const float q = draft.q.empty() ? 1.0f : draft.q[accepted][d];
-    if (sampler.greedy() ? p_[d] > 0.5f : sampler.UniformDraw() < std::min(1.0, static_cast<double>(p_[d]) / q)) {
-      emitted.push_back(d);
-      continue;
-    }
-    // Rejected: the next token comes from norm(max(0, p - q)).
-    if (draft.q.empty()) {
-      p_[d] = 0.0f;
-    } else {
-      for (int64_t i = 0; i < V; ++i) p_[i] = std::max(0.0f, p_[i] - draft.q[accepted][i]);
-    }
-    next_ = sampler.greedy() ? Argmax(p_.data(), V) : sampler.SampleFrom(p_);
-    break;
   }
   s.Commit(n_before + 1 + static_cast<int64_t>(accepted), static_cast<int64_t>(accepted));
   next_version_ = s.version();
