@@ -31,6 +31,34 @@ struct Matrix {
   Tensor t;
 };
 
+// Matrices of unit normals on a backend, drawn from one seeded stream, and their values back.
+class RandomMatrices {
+ public:
+  RandomMatrices(Backend& b, unsigned seed) : b_(b), rng_(seed) {}
+  Matrix Make(int64_t rows, int64_t cols, bool bf16) {
+    Matrix mat{std::vector<float>(rows * cols), {}};
+    std::vector<uint16_t> bits(mat.host.size());
+    for (size_t i = 0; i < mat.host.size(); ++i) {
+      mat.host[i] = normal_(rng_);
+      if (bf16) bits[i] = F32ToBf16(mat.host[i]), mat.host[i] = Bf16ToF32(bits[i]);
+    }
+    auto t = b_.Alloc(bf16 ? DType::kBF16 : DType::kF32, rows, cols);
+    EXPECT_TRUE(t.ok() && b_.Upload(bf16 ? static_cast<const void*>(bits.data()) : mat.host.data(), *t).ok());
+    if (t.ok()) mat.t = *t;
+    return mat;
+  }
+  std::vector<float> Download(const Tensor& t) {
+    std::vector<float> v(t.rows * t.cols);
+    EXPECT_TRUE(b_.Download(t, v.data()).ok());
+    return v;
+  }
+
+ private:
+  Backend& b_;
+  std::mt19937 rng_;
+  std::normal_distribution<float> normal_;
+};
+
 TEST_P(FusedProjections, MatchAnF64Reference) {
   const Target target = GetParam();
   DS_SKIP_IF_NO_DEVICE(target);
@@ -41,32 +69,15 @@ TEST_P(FusedProjections, MatchAnF64Reference) {
   const Case cases[] = {{1, 1536, 1536, true, true}, {1, 300, 264, false, false}, {3, 512, 3584, true, false},
                         {16, 256, 100, false, true}, {9, 77, 72, true, false},    {20, 128, 64, false, true},
                         {12, 200, 96, true, true},   {6, 40, 8960, true, false}};
-  std::mt19937 rng(11);
-  std::normal_distribution<float> normal;
-  auto make = [&](int64_t rows, int64_t cols, bool bf16) {
-    Matrix mat{std::vector<float>(rows * cols), {}};
-    std::vector<uint16_t> bits(mat.host.size());
-    for (size_t i = 0; i < mat.host.size(); ++i) {
-      mat.host[i] = normal(rng);
-      if (bf16) bits[i] = F32ToBf16(mat.host[i]), mat.host[i] = Bf16ToF32(bits[i]);
-    }
-    auto t = b.Alloc(bf16 ? DType::kBF16 : DType::kF32, rows, cols);
-    EXPECT_TRUE(t.ok() && b.Upload(bf16 ? static_cast<const void*>(bits.data()) : mat.host.data(), *t).ok());
-    if (t.ok()) mat.t = *t;
-    return mat;
-  };
-  auto download = [&](const Tensor& t) {
-    std::vector<float> v(t.rows * t.cols);
-    EXPECT_TRUE(b.Download(t, v.data()).ok());
-    return v;
-  };
+  RandomMatrices random(b, 11);
   const float eps = 1e-6f;
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << "m " << c.m << " n " << c.n << " k " << c.k << (c.bf16 ? " bf16" : " f32")
                                       << (c.bias ? " bias" : ""));
-    const Matrix x = make(c.m, c.k, false), norm = make(1, c.k, false), w = make(c.n, c.k, c.bf16),
-                 w2 = make(c.n, c.k, c.bf16), bias = make(1, c.n, false), hidden = make(c.m, c.n, false),
-                 down = make(c.k, c.n, c.bf16);
+    const Matrix x = random.Make(c.m, c.k, false), norm = random.Make(1, c.k, false),
+                 w = random.Make(c.n, c.k, c.bf16), w2 = random.Make(c.n, c.k, c.bf16),
+                 bias = random.Make(1, c.n, false), hidden = random.Make(c.m, c.n, false),
+                 down = random.Make(c.k, c.n, c.bf16);
     auto y = b.Alloc(DType::kF32, c.m, c.n), gate_up = b.Alloc(DType::kF32, c.m, c.n), sum = b.Alloc(DType::kF32, c.m, c.k);
     ASSERT_TRUE(y.ok() && gate_up.ok() && sum.ok());
     const Tensor* bias_t = c.bias ? &bias.t : nullptr;
@@ -74,7 +85,8 @@ TEST_P(FusedProjections, MatchAnF64Reference) {
     ASSERT_TRUE(b.NormGateUp(x.t, norm.t, eps, w.t, w2.t, *gate_up).ok());
     // sum = x + hidden · downᵀ, down [k, n]: back to x's width, as down_proj adds to the residual.
     ASSERT_TRUE(b.MatmulAdd(hidden.t, down.t, nullptr, x.t, *sum).ok());
-    const std::vector<float> got_y = download(*y), got_gate_up = download(*gate_up), got_sum = download(*sum);
+    const std::vector<float> got_y = random.Download(*y), got_gate_up = random.Download(*gate_up),
+                             got_sum = random.Download(*sum);
 
     // f32 accumulation over k products of unit normals: errors ~ sqrt(k) * 2^-24 * |terms|.
     const double tol_k = 2e-5 * std::sqrt(static_cast<double>(c.k)), tol_n = 2e-5 * std::sqrt(static_cast<double>(c.n));
@@ -114,21 +126,8 @@ TEST(CudaGemv, ARowsResultDoesNotDependOnTheRowsBesideIt) {
   auto backend = LoadCudaBackend({});
   ASSERT_TRUE(backend.ok()) << backend.status();
   Backend& b = **backend;
-  std::mt19937 rng(5);
-  std::normal_distribution<float> normal;
-  auto upload = [&](int64_t rows, int64_t cols, bool bf16) {
-    std::vector<float> v(rows * cols);
-    std::vector<uint16_t> bits(v.size());
-    for (size_t i = 0; i < v.size(); ++i) v[i] = normal(rng), bits[i] = F32ToBf16(v[i]);
-    auto t = b.Alloc(bf16 ? DType::kBF16 : DType::kF32, rows, cols);
-    EXPECT_TRUE(t.ok() && b.Upload(bf16 ? static_cast<const void*>(bits.data()) : v.data(), *t).ok());
-    return t.ok() ? *t : Tensor{};
-  };
-  auto download = [&](const Tensor& t) {
-    std::vector<float> v(t.rows * t.cols);
-    EXPECT_TRUE(b.Download(t, v.data()).ok());
-    return v;
-  };
+  RandomMatrices random(b, 5);
+  auto upload = [&](int64_t rows, int64_t cols, bool bf16) { return random.Make(rows, cols, bf16).t; };
   const int64_t n = 200, k = 1024;
   for (bool bf16 : {true, false}) {
     const Tensor w = upload(n, k, bf16), w2 = upload(n, k, bf16), down = upload(k, n, bf16), norm = upload(1, k, false),
@@ -148,7 +147,7 @@ TEST(CudaGemv, ARowsResultDoesNotDependOnTheRowsBesideIt) {
           ASSERT_TRUE(b.MatmulAdd(hidden.Rows(r, rows), down, nullptr, x.Rows(r, rows), sum->Rows(r, rows)).ok());
         }
         auto& out = pass == 0 ? together : alone;
-        out[0] = download(*y), out[1] = download(*gate_up), out[2] = download(*sum);
+        out[0] = random.Download(*y), out[1] = random.Download(*gate_up), out[2] = random.Download(*sum);
       }
       for (int i = 0; i < 3; ++i) {
         ASSERT_EQ(together[i].size(), alone[i].size());
