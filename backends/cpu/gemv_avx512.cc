@@ -92,7 +92,6 @@ struct Q8Blocks {
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const BlockQ8_0*>(w_row)[b].q));
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
   }
-  static float Scale(const void* w_row, int64_t b) { return _cvtsh_ss(static_cast<const BlockQ8_0*>(w_row)[b].d); }
   static uint16_t ScaleBits(const void* w_row, int64_t b) { return static_cast<const BlockQ8_0*>(w_row)[b].d; }
 };
 
@@ -125,7 +124,6 @@ struct Q4Blocks {
     const __m256i offsets = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q4_offsets + (m * blocks + b) * 8));
     return _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles, codes), offsets);
   }
-  static float Scale(const void* w_row, int64_t b) { return _cvtsh_ss(static_cast<const BlockQ4_0*>(w_row)[b].d); }
   static uint16_t ScaleBits(const void* w_row, int64_t b) { return static_cast<const BlockQ4_0*>(w_row)[b].d; }
 };
 
@@ -167,7 +165,8 @@ struct BlockKernel {
         if (b < blocks) {  // an odd block count's last block
           const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + m * x.k + b * kQuantBlock));
           const __m256i dot = Blocks::DotOne(w_row, b, x, codes, m, blocks);
-          sum += Sum8(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(Blocks::Scale(w_row, b) * x.d[m * blocks + b])));
+          const float scale = _cvtsh_ss(Blocks::ScaleBits(w_row, b)) * x.d[m * blocks + b];
+          sum += Sum8(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale)));
         }
         out[m] = sum;
       }
