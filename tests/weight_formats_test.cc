@@ -154,7 +154,7 @@ TEST_P(NarrowMatmul, MatchesAnF64Reference) {
   ASSERT_TRUE(backend.ok());
   std::mt19937 rng(3);
   const bool quantized = IsBlockQuantized(dtype);
-  const std::vector<int64_t> ks = quantized ? std::vector<int64_t>{32, 96, 224, 1056}
+  const std::vector<int64_t> ks = quantized ? std::vector<int64_t>{32, 96, 128, 192, 224, 1056}
                                             : std::vector<int64_t>{1, 15, 16, 17, 100, 257};
   for (int64_t M : {1, 3, 8, 9, 40}) {
     for (int64_t K : ks) {

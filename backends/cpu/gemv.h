@@ -21,13 +21,27 @@ constexpr int64_t kMaxGemvRows = 8;
 //   with a shift and a mask instead of shuffles.
 //   Q4_0 also: offsets [rows, k / 32, 8], 8 times the sums of each 4 consecutive codes: the
 //   kernels multiply the stored nibbles (code + 8, unsigned) and take these off again.
+//   Q4_0 for the AVX-512 kernel also: quad_q [rows, k], the codes of each whole group of four
+//   blocks reordered as its blocks' first halves then their second halves (Q4QuadOrder), and
+//   quad_offsets [rows, k / 128, 16], minus 8 times the sums of the codes each of the kernel's
+//   16 lanes multiplies.
 struct PreparedRows {
   const int8_t* q;
   const float* d;
   const float* split;
   int64_t k;
   const int32_t* q4_offsets = nullptr;
+  const int8_t* quad_q = nullptr;
+  const int32_t* quad_offsets = nullptr;
 };
+
+// The AVX-512 Q4_0 kernel takes a row four blocks (128 weights, 72 bytes) at a time: one 64-byte
+// load and one 8-byte load, and a word permute that gathers the four blocks' 64 nibble bytes.
+// Their low nibbles (each block's elements 0..15) and high nibbles (16..31) then meet the codes
+// in this order: byte 16 i + j of a group's first 64 is block i's element j, of its second 64
+// element 16 + j. A row's last blocks short of a group take the pair and single-block path on
+// PreparedRows::q and q4_offsets.
+constexpr int64_t kQ4Quad = 4 * 32;
 
 // out[m] = w_row · x[m] for m < rows.
 using DotRow = void (*)(const void* w_row, const float* x, int64_t x_stride, const PreparedRows& xq,
@@ -39,6 +53,8 @@ constexpr int64_t kAvx2SplitGroup = 16, kAvx512SplitGroup = 32;
 // The AVX-512 kernel (F, BW, VL, VNNI) for a weight format, or null. Call only where the CPU has
 // those (matmul_narrow_cpu.cc checks).
 DotRow PickDotRowAvx512(DType dtype);
+// Whether PickDotRowAvx512's kernel for `dtype` reads PreparedRows::quad_q / quad_offsets.
+bool Avx512ReadsQuads(DType dtype);
 // y[i] = x[i] rounded to bf16 (to nearest even, NaN kept quiet: F32ToBf16), n values, 16 at a
 // time. AVX-512 F and BW, as PickDotRowAvx512.
 void RoundToBf16Avx512(const float* x, int64_t n, uint16_t* y);

@@ -40,29 +40,51 @@ T* CacheLineAligned(std::vector<T>& buffer, int64_t n) {
   return reinterpret_cast<T*>((address + 63) / 64 * 64);
 }
 
-// Each whole group of `group` elements as its even then its odd elements (PreparedRows::split).
-void SplitEvenOdd(const float* x, int64_t x_stride, int64_t rows, int64_t k, int64_t group, float* out) {
-  for (int64_t m = 0; m < rows; ++m)
-    for (int64_t g = 0; g + group <= k; g += group)
-      for (int64_t i = 0; i < group / 2; ++i) {
-        out[m * k + g + i] = x[m * x_stride + g + 2 * i];
-        out[m * k + g + group / 2 + i] = x[m * x_stride + g + 2 * i + 1];
-      }
+// Group g of row m as its even then its odd elements (PreparedRows::split).
+void SplitEvenOddGroup(const float* x, int64_t x_stride, int64_t k, int64_t group, int64_t m, int64_t g, float* out) {
+  const float* in = x + m * x_stride + g * group;
+  float* even = out + m * k + g * group;
+  for (int64_t i = 0; i < group / 2; ++i) {
+    even[i] = in[2 * i];
+    even[group / 2 + i] = in[2 * i + 1];
+  }
 }
 
-void QuantizeActivations(const float* x, int64_t x_stride, int64_t rows, int64_t k, int8_t* q, float* d) {
-  for (int64_t m = 0; m < rows; ++m)
-    for (int64_t b = 0; b < k / kQuantBlock; ++b)
-      d[m * (k / kQuantBlock) + b] = QuantizeBlockInt8(x + m * x_stride + b * kQuantBlock, q + m * k + b * kQuantBlock);
-}
-
-// The Q4_0 kernels multiply the stored nibbles n = code + 8 (unsigned, as maddubs and vpdpbusd
-// want) and take 8 * (the activation codes' sum) off again: sum (n - 8) x = sum n x - 8 sum x,
-// exact in integers. Lane j of a block's offsets covers codes 4j .. 4j + 3, as 32-bit lane j of
-// maddubs + madd or vpdpbusd.
-void Q4Offsets(const int8_t* q, int64_t rows, int64_t k, int32_t* offsets) {
-  for (int64_t i = 0; i < rows * k / 4; ++i)
-    offsets[i] = 8 * (q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3]);
+// Block b of activation row m as int8 codes and a scale (PreparedRows::q, d), and what the Q4_0
+// kernels read besides:
+// - q4_offsets: they multiply the stored nibbles n = code + 8 (unsigned, as maddubs and vpdpbusd
+//   want) and take 8 * (the activation codes' sum) off again: sum (n - 8) x = sum n x - 8 sum x,
+//   exact in integers. Lane j of a block's offsets covers codes 4j .. 4j + 3, as 32-bit lane j of
+//   maddubs + madd or vpdpbusd.
+// - quad_q / quad_offsets, for the AVX-512 kernel (gemv.h): a block of a whole group of four
+//   puts its first 16 codes in the group's first 64 bytes and its last 16 in the second 64, and
+//   its four lanes' offsets there, negated (the kernel starts its integer sums from them).
+// A block's work depends on no other block's, so the blocks of a call are prepared in parallel.
+// The buffers are PreparedRows' (null where the kernel does not read them).
+struct BlockBuffers {
+  int8_t* q;
+  float* d;
+  int32_t* q4_offsets;
+  int8_t* quad_q;
+  int32_t* quad_offsets;
+};
+void PrepareBlock(const float* x, int64_t x_stride, int64_t k, int64_t m, int64_t b, const BlockBuffers& out) {
+  const int64_t blocks = k / kQuantBlock;
+  int8_t* codes = out.q + m * k + b * kQuantBlock;
+  out.d[m * blocks + b] = QuantizeBlockInt8(x + m * x_stride + b * kQuantBlock, codes);
+  const auto sum4 = [&](int64_t i) { return codes[i] + codes[i + 1] + codes[i + 2] + codes[i + 3]; };
+  if (out.q4_offsets) {
+    int32_t* offsets = out.q4_offsets + (m * blocks + b) * 8;
+    for (int64_t j = 0; j < 8; ++j) offsets[j] = 8 * sum4(4 * j);
+  }
+  const int64_t quads = k / kQ4Quad, g = b / 4, i = b % 4;
+  if (out.quad_q && g < quads) {
+    int8_t* group = out.quad_q + m * k + g * kQ4Quad;
+    std::memcpy(group + 16 * i, codes, 16);
+    std::memcpy(group + 64 + 16 * i, codes + 16, 16);
+    int32_t* offsets = out.quad_offsets + (m * quads + g) * 16 + 4 * i;
+    for (int64_t t = 0; t < 4; ++t) offsets[t] = -8 * (sum4(4 * t) + sum4(16 + 4 * t));
+  }
 }
 
 // --- portable kernels: out[m] = w_row · x[m] for m < rows ------------------------------------
@@ -159,7 +181,7 @@ __attribute__((target("avx2,fma"))) void DotBf16Avx2(const void* w_row, const fl
 
 // acc[m] += (w_codes · x_codes of block b of row m) * scale. maddubs multiplies unsigned by signed
 // bytes: signed weight codes in [-127, 127] move their signs onto the activations; Q4_0's
-// unsigned nibbles (Block::kNibbles) go in as they are and lose the offset after (Q4Offsets).
+// unsigned nibbles (Block::kNibbles) go in as they are and lose the offset after (PrepareBlock).
 // Either way the integer dot is exact. Rows is a template parameter so the accumulators live in
 // registers.
 template <int Rows, bool kNibbles>
@@ -316,34 +338,47 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
     const CpuKernels kernels = ActiveKernels();
     const DotRow dot_row = PickDotRow(w.dtype, kernels);
     if (!dot_row) return absl::InternalError(absl::StrCat("cpu matmul: ", DTypeName(w.dtype), " is not a weight format"));
-    // Prepare the activations once, on this thread: int8 codes for the quantized formats, the
-    // even/odd split for bf16.
-    thread_local std::vector<int8_t> codes_buffer;
+    // The activations are prepared once per call (int8 codes for the quantized formats, the
+    // even/odd split for bf16), by all threads before they take their weight rows: done by one,
+    // it would be a serial part that grows with the threads' count.
+    thread_local std::vector<int8_t> codes_buffer, quad_codes_buffer;
     thread_local std::vector<float> x_scales, split_buffer;
-    thread_local std::vector<int32_t> offsets_buffer;
-    int8_t* x_codes = nullptr;
-    float* x_split = nullptr;
-    int32_t* x_offsets = nullptr;
-    if (IsBlockQuantized(w.dtype)) {
-      x_codes = CacheLineAligned(codes_buffer, M * K);
+    thread_local std::vector<int32_t> offsets_buffer, quad_offsets_buffer;
+    BlockBuffers blocks{};
+    float* split = nullptr;
+    const bool quantized = IsBlockQuantized(w.dtype);
+    const int64_t split_group = kernels == CpuKernels::kAvx512 ? kAvx512SplitGroup : kAvx2SplitGroup;
+    if (quantized) {
+      blocks.q = CacheLineAligned(codes_buffer, M * K);
       x_scales.resize(static_cast<size_t>(M * K / kQuantBlock));
-      QuantizeActivations(x.ptr<float>(), x.stride, M, K, x_codes, x_scales.data());
-      if (w.dtype == DType::kQ4_0) {
-        x_offsets = CacheLineAligned(offsets_buffer, M * K / 4);
-        Q4Offsets(x_codes, M, K, x_offsets);
+      blocks.d = x_scales.data();
+      if (w.dtype == DType::kQ4_0) blocks.q4_offsets = CacheLineAligned(offsets_buffer, M * K / 4);
+      if (kernels == CpuKernels::kAvx512 && Avx512ReadsQuads(w.dtype)) {
+        blocks.quad_q = CacheLineAligned(quad_codes_buffer, M * K);
+        blocks.quad_offsets = CacheLineAligned(quad_offsets_buffer, M * (K / kQ4Quad) * 16);
       }
     } else {
-      x_split = CacheLineAligned(split_buffer, M * K);
-      SplitEvenOdd(x.ptr<float>(), x.stride, M, K, kernels == CpuKernels::kAvx512 ? kAvx512SplitGroup : kAvx2SplitGroup,
-                   x_split);
+      split = CacheLineAligned(split_buffer, M * K);
     }
-    const PreparedRows xq{x_codes, x_scales.data(), x_split, K, x_offsets};
+    const PreparedRows xq{blocks.q, blocks.d, split, K, blocks.q4_offsets, blocks.quad_q, blocks.quad_offsets};
+    const int64_t pieces = quantized ? K / kQuantBlock : K / split_group;
     const size_t row_bytes = RowBytes(w.dtype, w.stride);
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < N; ++j) {
-      float out[kMaxGemvRows];
-      dot_row(w.ptr<char>() + j * row_bytes, x.ptr<float>(), x.stride, xq, M, K, out);
-      for (int64_t m = 0; m < M; ++m) y.ptr<float>()[m * y.stride + j] = out[m] + (b ? b[j] : 0.0f);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < M * pieces; ++i) {
+        if (quantized) {
+          PrepareBlock(x.ptr<float>(), x.stride, K, i / pieces, i % pieces, blocks);
+        } else {
+          SplitEvenOddGroup(x.ptr<float>(), x.stride, K, split_group, i / pieces, i % pieces, split);
+        }
+      }
+#pragma omp for schedule(static)
+      for (int64_t j = 0; j < N; ++j) {
+        float out[kMaxGemvRows];
+        dot_row(w.ptr<char>() + j * row_bytes, x.ptr<float>(), x.stride, xq, M, K, out);
+        for (int64_t m = 0; m < M; ++m) y.ptr<float>()[m * y.stride + j] = out[m] + (b ? b[j] : 0.0f);
+      }
     }
     return absl::OkStatus();
   }
