@@ -111,6 +111,20 @@ void BM_AttentionDecode(benchmark::State& state) {
 }
 BENCHMARK(BM_AttentionDecode)->Arg(512)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
+// A prompt's attention, causal: `rows` rows from position 0, the same heads. Reports rows/s.
+void BM_AttentionPrefill(benchmark::State& state) {
+  const int64_t rows = state.range(0), heads = 12, kv_heads = 2, dim = 128;
+  const Tensor q = Activations(rows, heads * dim, 1), k = Activations(rows, kv_heads * dim, 2),
+               v = Activations(rows, kv_heads * dim, 3);
+  const Tensor out = Must(Cpu().Alloc(DType::kF32, rows, heads * dim));
+  AttentionShape shape{.n_heads = heads, .n_kv_heads = kv_heads, .head_dim_qk = dim, .head_dim_v = dim,
+                       .scale = 0.088f, .position = 0};
+  for (auto _ : state)
+    if (!Cpu().Attention(q, k, v, shape, out).ok()) state.SkipWithError("attention failed");
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(rows), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_AttentionPrefill)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // One token through a DeepSeek-V2-Lite-shaped MoE layer's routed experts (hidden 2048, 64
 // experts of 1408, top 6): reads the 6 chosen experts' weights only. Arg: format index.
 void BM_MoeDecode(benchmark::State& state) {

@@ -4,8 +4,9 @@
 // that shares the kv head (GQA's group; MLA's absorbed form has one latent "kv head" shared by all
 // heads), so each key and value row is loaded once for the group. Few query rows (decode,
 // speculative verification) split the keys into chunks so all threads work on one long context
-// (flash-decoding); each chunk keeps its max score, Σ exp and Σ exp·v, merged after. Dot products
-// and the value accumulation are AVX2 + FMA where the CPU has them.
+// (flash-decoding); each chunk keeps its max score, Σ exp and Σ exp·v, merged after. The scores
+// (four keys at a time) and the weighted value sums (accumulators in registers across a tile of
+// keys) are AVX2 + FMA where the CPU has them.
 #include <immintrin.h>
 #include <omp.h>
 
@@ -34,6 +35,23 @@ void AxpyPortable(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// out[j] = scale * (q · key row j) for n_keys rows `k_stride` apart.
+void ScoresPortable(const float* q, const float* k, int64_t k_stride, int64_t n_keys, int64_t dim, float scale,
+                    float* out) {
+  for (int64_t j = 0; j < n_keys; ++j) out[j] = DotPortable(q, k + j * k_stride, dim) * scale;
+}
+
+// acc += Σ_j p[j] · value row j, the rows in order.
+void WeightedSumPortable(const float* p, const float* v, int64_t v_stride, int64_t n_keys, int64_t dim, float* acc) {
+  for (int64_t j = 0; j < n_keys; ++j) AxpyPortable(p[j], v + j * v_stride, acc, dim);
+}
+
+__attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
+  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)));
+}
+
 __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
@@ -42,11 +60,8 @@ __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b
     acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
   }
   for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  const __m256 acc = _mm256_add_ps(acc0, acc1);
-  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
-  float sum = _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)));
-  for (; i < n; ++i) sum += a[i] * b[i];
+  float sum = HorizontalSum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) sum = std::fma(a[i], b[i], sum);
   return sum;
 }
 
@@ -54,18 +69,77 @@ __attribute__((target("avx2,fma"))) void AxpyAvx2(float alpha, const float* x, f
   const __m256 a = _mm256_set1_ps(alpha);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += alpha * x[i];
+  for (; i < n; ++i) y[i] = std::fma(alpha, x[i], y[i]);
+}
+
+// Four keys at a time, each with DotAvx2's arithmetic: one dot product alone is a chain of
+// dependent FMAs (latency-bound); four keep eight chains in flight and share the query's loads.
+__attribute__((target("avx2,fma"))) void ScoresAvx2(const float* q, const float* k, int64_t k_stride, int64_t n_keys,
+                                                    int64_t dim, float scale, float* out) {
+  int64_t j = 0;
+  for (; j + 4 <= n_keys; j += 4) {
+    const float* rows[4] = {k + j * k_stride, k + (j + 1) * k_stride, k + (j + 2) * k_stride, k + (j + 3) * k_stride};
+    __m256 acc0[4], acc1[4];
+    for (int r = 0; r < 4; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= dim; i += 16) {
+      const __m256 qa = _mm256_loadu_ps(q + i), qb = _mm256_loadu_ps(q + i + 8);
+      for (int r = 0; r < 4; ++r) {
+        acc0[r] = _mm256_fmadd_ps(qa, _mm256_loadu_ps(rows[r] + i), acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(qb, _mm256_loadu_ps(rows[r] + i + 8), acc1[r]);
+      }
+    }
+    for (; i + 8 <= dim; i += 8) {
+      const __m256 qa = _mm256_loadu_ps(q + i);
+      for (int r = 0; r < 4; ++r) acc0[r] = _mm256_fmadd_ps(qa, _mm256_loadu_ps(rows[r] + i), acc0[r]);
+    }
+    for (int r = 0; r < 4; ++r) {
+      float sum = HorizontalSum(_mm256_add_ps(acc0[r], acc1[r]));
+      for (int64_t t = i; t < dim; ++t) sum = std::fma(q[t], rows[r][t], sum);
+      out[j + r] = sum * scale;
+    }
+  }
+  for (; j < n_keys; ++j) out[j] = DotAvx2(q, k + j * k_stride, dim) * scale;
+}
+
+// 64 output elements at a time in eight registers across all the keys (AxpyAvx2's arithmetic per
+// element, keys in order), instead of loading and storing the accumulator once per key.
+__attribute__((target("avx2,fma"))) void WeightedSumAvx2(const float* p, const float* v, int64_t v_stride,
+                                                         int64_t n_keys, int64_t dim, float* acc) {
+  int64_t i = 0;
+  for (; i + 64 <= dim; i += 64) {
+    __m256 sum[8];
+    for (int u = 0; u < 8; ++u) sum[u] = _mm256_loadu_ps(acc + i + 8 * u);
+    for (int64_t j = 0; j < n_keys; ++j) {
+      const __m256 pj = _mm256_set1_ps(p[j]);
+      const float* row = v + j * v_stride + i;
+      for (int u = 0; u < 8; ++u) sum[u] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(row + 8 * u), sum[u]);
+    }
+    for (int u = 0; u < 8; ++u) _mm256_storeu_ps(acc + i + 8 * u, sum[u]);
+  }
+  for (; i + 8 <= dim; i += 8) {
+    __m256 sum = _mm256_loadu_ps(acc + i);
+    for (int64_t j = 0; j < n_keys; ++j)
+      sum = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(v + j * v_stride + i), sum);
+    _mm256_storeu_ps(acc + i, sum);
+  }
+  for (; i < dim; ++i) {
+    float sum = acc[i];
+    for (int64_t j = 0; j < n_keys; ++j) sum = std::fma(p[j], v[j * v_stride + i], sum);
+    acc[i] = sum;
+  }
 }
 
 struct VectorKernels {
-  float (*dot)(const float*, const float*, int64_t);
+  void (*scores)(const float*, const float*, int64_t, int64_t, int64_t, float, float*);
+  void (*weighted_sum)(const float*, const float*, int64_t, int64_t, int64_t, float*);
   void (*axpy)(float, const float*, float*, int64_t);
 };
 
 VectorKernels PickKernels() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {DotAvx2, AxpyAvx2};
-  return {DotPortable, AxpyPortable};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {ScoresAvx2, WeightedSumAvx2, AxpyAvx2};
+  return {ScoresPortable, WeightedSumPortable, AxpyPortable};
 }
 
 // A chunk's softmax state for one head: max score and Σ exp(score - max) (its Σ exp(..)·v is kept
@@ -74,6 +148,9 @@ struct ChunkState {
   float max = -INFINITY;
   float sum = 0;
 };
+
+// Keys per tile: 64 rows of 128 floats, keys and values, are 64 KB (L2).
+constexpr int64_t kKeyTile = 64;
 
 }  // namespace
 
@@ -112,23 +189,29 @@ absl::Status CpuBackend::Attention(const Tensor& q, const Tensor& k, const Tenso
           const int64_t h0 = kvh * group;
           std::fill(acc.begin(), acc.end(), 0.0f);
           std::fill(st.begin(), st.end(), ChunkState{});
-          if (j0 < j1) {
+          // A tile of keys at a time, so its key and value rows stay in cache for all the group's
+          // heads: scores, the chunk's max; then exp(score - max), their sum, and the weighted
+          // value rows, keys in order.
+          for (int64_t jt = j0; jt < j1; jt += kKeyTile) {
+            const int64_t n = std::min(kKeyTile, j1 - jt);
+            const float* keys = k.ptr<float>() + jt * k.stride + kvh * s.head_dim_qk;
             for (int64_t g = 0; g < group; ++g) {
               const float* qv = q.ptr<float>() + t * q.stride + (h0 + g) * s.head_dim_qk;
-              float* sc = &scores[g * chunk_len];
-              for (int64_t j = j0; j < j1; ++j) {
-                const float* kv = k.ptr<float>() + j * k.stride + kvh * s.head_dim_qk;
-                sc[j - j0] = kernels.dot(qv, kv, s.head_dim_qk) * s.scale;
-                st[g].max = std::max(st[g].max, sc[j - j0]);
-              }
+              float* sc = &scores[g * chunk_len + jt - j0];
+              kernels.scores(qv, keys, k.stride, n, s.head_dim_qk, s.scale, sc);
+              for (int64_t j = 0; j < n; ++j) st[g].max = std::max(st[g].max, sc[j]);
             }
-            for (int64_t j = j0; j < j1; ++j) {
-              const float* vv = v.ptr<float>() + j * v.stride + kvh * dv;
-              for (int64_t g = 0; g < group; ++g) {
-                const float p = std::exp(scores[g * chunk_len + j - j0] - st[g].max);
-                st[g].sum += p;
-                kernels.axpy(p, vv, &acc[g * dv], dv);
+          }
+          for (int64_t jt = j0; jt < j1; jt += kKeyTile) {
+            const int64_t n = std::min(kKeyTile, j1 - jt);
+            const float* values = v.ptr<float>() + jt * v.stride + kvh * dv;
+            for (int64_t g = 0; g < group; ++g) {
+              float* p = &scores[g * chunk_len + jt - j0];
+              for (int64_t j = 0; j < n; ++j) {
+                p[j] = std::exp(p[j] - st[g].max);
+                st[g].sum += p[j];
               }
+              kernels.weighted_sum(p, values, v.stride, n, dv, &acc[g * dv]);
             }
           }
           for (int64_t g = 0; g < group; ++g) {
