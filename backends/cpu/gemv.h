@@ -22,7 +22,7 @@ constexpr int64_t kMaxGemvRows = 8;
 //   Q4_0 also: offsets [rows, k / 32, 8], 8 times the sums of each 4 consecutive codes: the
 //   kernels multiply the stored nibbles (code + 8, unsigned) and take these off again.
 //   Q4_0 for the AVX-512 kernel also: quad_q [rows, k], the codes of each whole group of four
-//   blocks reordered as its blocks' first halves then their second halves (Q4QuadOrder), and
+//   blocks reordered as its blocks' first halves then their second halves (kQ4Quad below), and
 //   quad_offsets [rows, k / 128, 16], minus 8 times the sums of the codes each of the kernel's
 //   16 lanes multiplies.
 struct PreparedRows {
