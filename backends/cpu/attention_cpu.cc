@@ -5,8 +5,8 @@
 // heads), so each key and value row is loaded once for the group. Few query rows (decode,
 // speculative verification) split the keys into chunks so all threads work on one long context
 // (flash-decoding); each chunk keeps its max score, Σ exp and Σ exp·v, merged after. The scores
-// (four keys at a time) and the weighted value sums (accumulators in registers across a tile of
-// keys) are AVX2 + FMA where the CPU has them.
+// (four keys at a time), the exponentials (exp_avx2.h) and the weighted value sums (accumulators
+// in registers across a tile of keys) are AVX2 + FMA where the CPU has them.
 #include <immintrin.h>
 #include <omp.h>
 
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/exp_avx2.h"
 
 namespace ds {
 namespace {
@@ -44,6 +45,16 @@ void ScoresPortable(const float* q, const float* k, int64_t k_stride, int64_t n_
 // acc += Σ_j p[j] · value row j, the rows in order.
 void WeightedSumPortable(const float* p, const float* v, int64_t v_stride, int64_t n_keys, int64_t dim, float* acc) {
   for (int64_t j = 0; j < n_keys; ++j) AxpyPortable(p[j], v + j * v_stride, acc, dim);
+}
+
+// p[j] = exp(p[j] - max) for j < n; returns their sum.
+float ExpSumPortable(float* p, int64_t n, float max) {
+  float sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] = std::exp(p[j] - max);
+    sum += p[j];
+  }
+  return sum;
 }
 
 __attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
@@ -130,7 +141,28 @@ __attribute__((target("avx2,fma"))) void WeightedSumAvx2(const float* p, const f
   }
 }
 
+__attribute__((target("avx2,fma"))) float ExpSumAvx2(float* p, int64_t n, float max) {
+  const __m256 m = _mm256_set1_ps(max);
+  __m256 sum = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = ExpAvx2(_mm256_sub_ps(_mm256_loadu_ps(p + j), m));
+    _mm256_storeu_ps(p + j, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  if (j < n) {  // the last few through the same function, padded with exp(-inf) = 0
+    alignas(32) float last[8];
+    for (int t = 0; t < 8; ++t) last[t] = j + t < n ? p[j + t] : -INFINITY;
+    const __m256 e = ExpAvx2(_mm256_sub_ps(_mm256_load_ps(last), m));
+    _mm256_store_ps(last, e);
+    for (int64_t t = 0; j + t < n; ++t) p[j + t] = last[t];
+    sum = _mm256_add_ps(sum, e);
+  }
+  return HorizontalSum(sum);
+}
+
 struct VectorKernels {
+  float (*exp_sum)(float*, int64_t, float);
   void (*scores)(const float*, const float*, int64_t, int64_t, int64_t, float, float*);
   void (*weighted_sum)(const float*, const float*, int64_t, int64_t, int64_t, float*);
   void (*axpy)(float, const float*, float*, int64_t);
@@ -138,8 +170,9 @@ struct VectorKernels {
 
 VectorKernels PickKernels() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {ScoresAvx2, WeightedSumAvx2, AxpyAvx2};
-  return {ScoresPortable, WeightedSumPortable, AxpyPortable};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return {ExpSumAvx2, ScoresAvx2, WeightedSumAvx2, AxpyAvx2};
+  return {ExpSumPortable, ScoresPortable, WeightedSumPortable, AxpyPortable};
 }
 
 // A chunk's softmax state for one head: max score and Σ exp(score - max) (its Σ exp(..)·v is kept
@@ -207,10 +240,7 @@ absl::Status CpuBackend::Attention(const Tensor& q, const Tensor& k, const Tenso
             const float* values = v.ptr<float>() + jt * v.stride + kvh * dv;
             for (int64_t g = 0; g < group; ++g) {
               float* p = &scores[g * chunk_len + jt - j0];
-              for (int64_t j = 0; j < n; ++j) {
-                p[j] = std::exp(p[j] - st[g].max);
-                st[g].sum += p[j];
-              }
+              st[g].sum += kernels.exp_sum(p, n, st[g].max);
               kernels.weighted_sum(p, values, v.stride, n, dv, &acc[g * dv]);
             }
           }
