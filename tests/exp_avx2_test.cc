@@ -1,4 +1,4 @@
-// The CPU's vectorized exp (backends/cpu/exp_avx2.h), which the attention softmax and SiluMul use,
+// The CPU's vectorized exp (backends/cpu/vector_avx2.h), which the attention softmax and SiluMul use,
 // against the correctly rounded exp (from double): within 2 ulp wherever the result is a normal
 // float, 0 below the normal range, +inf above it, NaN kept.
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include <limits>
 #include <vector>
 
-#include "backends/cpu/exp_avx2.h"
+#include "backends/cpu/vector_avx2.h"
 
 namespace ds {
 namespace {

@@ -5,7 +5,7 @@
 // heads), so each key and value row is loaded once for the group. Few query rows (decode,
 // speculative verification) split the keys into chunks so all threads work on one long context
 // (flash-decoding); each chunk keeps its max score, Σ exp and Σ exp·v, merged after. The scores
-// (four keys at a time), the exponentials (exp_avx2.h) and the weighted value sums (accumulators
+// (four keys at a time), the exponentials (vector_avx2.h) and the weighted value sums (accumulators
 // in registers across a tile of keys) are AVX2 + FMA where the CPU has them.
 #include <immintrin.h>
 #include <omp.h>
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
-#include "backends/cpu/exp_avx2.h"
+#include "backends/cpu/vector_avx2.h"
 
 namespace ds {
 namespace {
@@ -55,12 +55,6 @@ float ExpSumPortable(float* p, int64_t n, float max) {
     sum += p[j];
   }
   return sum;
-}
-
-__attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
-  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
-  return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)));
 }
 
 __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {

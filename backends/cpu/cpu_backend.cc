@@ -9,7 +9,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "backends/cpu/exp_avx2.h"
+#include "backends/cpu/vector_avx2.h"
 #include "core/model/dtype.h"
 #include "core/model/quant.h"
 #include "core/sampling/sampler.h"

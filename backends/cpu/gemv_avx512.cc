@@ -4,14 +4,16 @@
 // kernels'; the float sums run in a different order.
 //
 // This file is compiled for AVX-512 (CMakeLists.txt) and its kernels run only on CPUs that have
-// it. So it must not use inline functions of other headers: the linker could keep this file's
-// AVX-512 copy of one for every caller. The few helpers it needs are its own.
+// it. So it must not use inline functions of other headers with external linkage: the linker could
+// keep this file's AVX-512 copy of one for every caller. The few helpers it needs are its own or,
+// like vector_avx2.h's, of internal linkage.
 #include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
 
 #include "backends/cpu/gemv.h"
+#include "backends/cpu/vector_avx2.h"
 #include "core/model/dtype.h"
 #include "core/model/quant.h"
 
@@ -23,12 +25,6 @@ float Bf16Bits(uint16_t h) {
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
-}
-
-float Sum8(__m256 v) {
-  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
-  return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)));
 }
 
 // a[m] += the 32 bf16 weights at w · the 32 activations of row m at x (split even/odd in groups
@@ -166,7 +162,7 @@ struct BlockKernel {
           const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + m * x.k + b * kQuantBlock));
           const __m256i dot = Blocks::DotOne(w_row, b, x, codes, m, blocks);
           const float scale = _cvtsh_ss(Blocks::ScaleBits(w_row, b)) * x.d[m * blocks + b];
-          sum += Sum8(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale)));
+          sum += HorizontalSum(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale)));
         }
         out[m] = sum;
       }
@@ -244,7 +240,7 @@ struct Q4QuadKernel {
       if (b < blocks) {
         const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + m * x.k + b * kQuantBlock));
         const __m256i dot = Q4Blocks::DotOne(w_row, b, x, codes, m, blocks);
-        sum += Sum8(_mm256_mul_ps(_mm256_cvtepi32_ps(dot),
+        sum += HorizontalSum(_mm256_mul_ps(_mm256_cvtepi32_ps(dot),
                                   _mm256_set1_ps(_cvtsh_ss(Q4Blocks::ScaleBits(w_row, b)) * x.d[m * blocks + b])));
       }
       out[m] = sum;

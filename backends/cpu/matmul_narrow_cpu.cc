@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/gemv.h"
+#include "backends/cpu/vector_avx2.h"
 #include "core/model/dtype.h"
 #include "core/model/quant.h"
 #include "core/status.h"
@@ -136,12 +137,6 @@ void DotQ4Portable(const void* w_row, const float*, int64_t, const PreparedRows&
 }
 
 // --- AVX2 kernels ------------------------------------------------------------------------------
-
-__attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
-  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
-  return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)));
-}
 
 // a[m] += the 16 bf16 weights at w · the 16 activations of row m at x (split even/odd).
 // 32-bit word j of the weights holds elements 2j (low half) and 2j + 1 (high half); a bf16 is the

@@ -1,15 +1,24 @@
-// exp(x) for 8 floats at a time (AVX2 + FMA), for the softmax and SiluMul loops whose
-// exponentials were one libm call per value. Cody-Waite range reduction (x = n ln2 + r, |r| <=
+// Small AVX2 + FMA helpers the CPU kernels share. Internal linkage: a file compiled for other
+// targets (gemv_avx512.cc) keeps its own copy (see gemv.h).
+//
+// ExpAvx2: exp(x) for 8 floats at a time, for the softmax and SiluMul loops whose exponentials
+// were one libm call per value. Cody-Waite range reduction (x = n ln2 + r, |r| <=
 // ln2 / 2, ln2 in two parts) and a degree-6 polynomial for e^r (Cephes' expf coefficients): within
 // 2 ulp of the correctly rounded result over the normal range; below -87.3 it returns 0 (no
-// subnormals), above 88.7 +inf, and NaN stays NaN. Internal linkage: a file compiled for other
-// targets keeps its own copy (see gemv.h).
+// subnormals), above 88.7 +inf, and NaN stays NaN.
 #pragma once
 
 #include <immintrin.h>
 
 namespace ds {
 namespace {
+
+// The sum of a vector's 8 floats.
+__attribute__((target("avx2,fma"), always_inline)) inline float HorizontalSum(__m256 v) {
+  const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  return _mm_cvtss_f32(_mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1)));
+}
 
 __attribute__((target("avx2,fma"), always_inline)) inline __m256 ExpAvx2(__m256 x) {
   const __m256 kMax = _mm256_set1_ps(88.7228394f), kMin = _mm256_set1_ps(-87.3365479f);
