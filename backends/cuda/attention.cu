@@ -57,11 +57,18 @@ __device__ inline KeySplits ActiveSplits(const AttentionArgs& a, SplitRule rule)
 __device__ void CombineSplits(const AttentionArgs& a, int64_t splits, const float* partials, int64_t t, int64_t h,
                               int64_t active) {
   // Each split's weight exp(max_s - global max) (0 for a split without keys) and the total, by
-  // the first warp; then every thread sums its output elements over the splits.
+  // the first warp; then every thread sums its output elements over the splits. A thread's first
+  // element's values of the first kEarly splits load with the maxima and sums, not after them.
+  constexpr int kEarly = 32;
   __shared__ float weight[kMaxAttentionSplits];
   __shared__ float total;
   const int64_t dv = a.head_dim_v;
   const float* base = partials + PartialIndex(t, h, 0, a.n_heads, splits, dv);
+  float early[kEarly];
+  if (threadIdx.x < dv) {
+#pragma unroll
+    for (int u = 0; u < kEarly; ++u) early[u] = u < active ? __ldcg(base + u * (dv + 2) + 2 + threadIdx.x) : 0.0f;
+  }
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     float global_max = -INFINITY;
@@ -81,6 +88,12 @@ __device__ void CombineSplits(const AttentionArgs& a, int64_t splits, const floa
   for (int64_t i = threadIdx.x; i < dv; i += blockDim.x) {
     float acc = 0.0f;
     int64_t s = 0;
+    if (i == threadIdx.x) {
+#pragma unroll
+      for (int u = 0; u < kEarly; ++u)
+        if (u < active) acc = fmaf(early[u], weight[u], acc);
+      s = min(active, static_cast<int64_t>(kEarly));
+    }
     for (; s + 16 <= active; s += 16) {  // sixteen loads in flight, then their sums in order
       float p[16];
 #pragma unroll
@@ -197,21 +210,24 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionSplitKernel(Attentio
 }
 
 __global__ void AttentionCombineKernel(AttentionArgs a, SplitRule rule, int64_t splits, const float* partials) {
+  const int64_t active = ActiveSplits(a, rule).splits;  // the pass's position: readable before the wait
   WaitForPreviousKernels();
-  CombineSplits(a, splits, partials, blockIdx.y, blockIdx.x, ActiveSplits(a, rule).splits);
+  CombineSplits(a, splits, partials, blockIdx.y, blockIdx.x, active);
 }
 
 // --- the tile kernel -----------------------------------------------------------------------------
-constexpr int kTileKeys = 64, kTileThreads = 128;
+// kTileKeys keys at a time in shared memory, each scored by kScoreLanes lanes: 16 keys a round
+// over the block's 128 threads, so all of them score at the 16 keys a split of short contexts.
+constexpr int kTileKeys = 32, kTileThreads = 128, kScoreLanes = 8;
 constexpr int64_t kTileMaxDim = 128;  // head_dim_qk and head_dim_v: a thread per output element
-// 16 keys per split (a quarter of a tile: more blocks for short contexts) up to 2048 keys, then
-// doubled; past 8192 keys a block takes several tiles. Chosen on the H100 over 8, 32 and 64 keys
-// per split and 256 splits at most (bench/RESULTS.md).
+// 16 keys per split up to 2048 keys, then doubled; past 4096 keys a block takes several tiles.
+// Chosen on the H100 over 8, 32 and 64 keys per split and 256 splits at most (bench/RESULTS.md).
 constexpr SplitRule kTileRule{16, 128};
 
 // Shared memory of a block of kHeads query heads: q [kHeads][dqk], the tile's keys
-// [kTileKeys][dqk + 4] (the pad puts a warp's rows in different banks), values [kTileKeys][dv],
-// probabilities [kHeads][kTileKeys], and per head the running max, sum and the tile's correction.
+// [kTileKeys][dqk + 4] (the pad puts consecutive rows in different banks), values
+// [kTileKeys][dv], probabilities [kHeads][kTileKeys], and per head the running max, sum and the
+// tile's correction.
 __host__ __device__ inline int64_t TileSmemFloats(const AttentionArgs& a, int heads) {
   return heads * a.head_dim_qk + kTileKeys * (a.head_dim_qk + 4) + kTileKeys * a.head_dim_v + heads * kTileKeys +
          3 * heads;
@@ -233,12 +249,26 @@ __device__ inline void TileHeads(const AttentionArgs& a, int heads_per_block, in
   *n = static_cast<int>(min(static_cast<int64_t>(heads_per_block), group - first));
 }
 
+// Starts the copy of rows [from, to) of the tile at key j0 (kv head kv) into shared memory: a
+// warp per row, a lane per 16 bytes of it.
+__device__ inline void CopyTileRows(const AttentionArgs& a, int64_t kv, int64_t j0, int from, int to, float* keys,
+                                    float* values) {
+  const int64_t dqk = a.head_dim_qk, dv = a.head_dim_v, k_pitch = dqk + 4;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int key = from + warp; key < to; key += kTileThreads / 32) {
+    const float* k_row = a.k + (j0 + key) * a.k_stride + kv * dqk;
+    const float* v_row = a.v + (j0 + key) * a.v_stride + kv * dv;
+    for (int part = 4 * lane; part < dqk; part += 4 * 32) CopyAsync16(keys + key * k_pitch + part, k_row + part);
+    for (int part = 4 * lane; part < dv; part += 4 * 32) CopyAsync16(values + key * dv + part, v_row + part);
+  }
+}
+
 // Block (x, t, split): row t's query heads of part x (TileHeads) over the split's keys, a tile
 // of kTileKeys at a time: the tile's key and value rows copied to shared memory together, the
-// scores (a thread per key and half of the heads), the online softmax per head (a warp per
-// head), then the weighted values (a thread per output element, all heads). The partial per
-// head goes to `partials`; AttentionCombineKernel merges them. A head's arithmetic does not
-// depend on which heads share its block or on how many rows the pass has.
+// scores (kScoreLanes lanes a key, all heads), the online softmax per head (a warp per head),
+// then the weighted values (a thread per output element, all heads). The partial per head goes
+// to `partials`; AttentionCombineKernel merges them. A head's arithmetic does not depend on
+// which heads share its block or on how many rows the pass has.
 template <int kHeads>
 __global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArgs a, SplitRule rule, int64_t splits,
                                                                     float* partials) {
@@ -254,71 +284,77 @@ __global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArg
   int nh;
   TileHeads(a, kHeads, blockIdx.x, &kv, &h0, &nh);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  WaitForPreviousKernels();
-  const KeySplits ks = ActiveSplits(a, rule);
-  if (split >= ks.splits) return;  // a launch sized for more keys than this pass has
+  const KeySplits ks = ActiveSplits(a, rule);  // the pass's position: readable before the wait
+  const bool active = split < ks.splits;       // else a launch sized for more keys than this pass has
   const int64_t n_keys = ks.pos0 + t + 1;
-  const int64_t begin = split * ks.chunk, end = min(begin + ks.chunk, n_keys);
-
+  const int64_t begin = split * ks.chunk, end = active ? min(begin + ks.chunk, n_keys) : begin;
+  // The first tile's keys below the pass's position were written by earlier passes, whose kernels
+  // have all finished (the kernel ahead of this one waited for those before it): their copy
+  // overlaps the kernel ahead. The pass's own rows come after the wait.
+  const int first_tile = static_cast<int>(max(int64_t{0}, min(static_cast<int64_t>(kTileKeys), end - begin)));
+  const int old_rows = static_cast<int>(min(static_cast<int64_t>(first_tile), max(int64_t{0}, ks.pos0 - begin)));
+  CopyTileRows(a, kv, begin, 0, old_rows, keys, values);
+  WaitForPreviousKernels();
+  if (!active) return;
+  CopyTileRows(a, kv, begin, old_rows, first_tile, keys, values);
   for (int64_t i = tid; i < nh * dqk; i += kTileThreads) q[i] = a.q[t * a.q_stride + h0 * dqk + i];
   if (tid < kHeads) state[3 * tid] = -INFINITY, state[3 * tid + 1] = 0.0f;
-  __syncthreads();  // a split past this row's keys skips the loop and writes the initial state
   float acc[kHeads];
 #pragma unroll
   for (int g = 0; g < kHeads; ++g) acc[g] = 0.0f;
 
   for (int64_t j0 = begin; j0 < end; j0 += kTileKeys) {
     const int tile = static_cast<int>(min(static_cast<int64_t>(kTileKeys), end - j0));
-    // A warp per row, a lane per 16 bytes of it.
-    for (int key = warp; key < tile; key += kTileThreads / 32) {
-      const float* k_row = a.k + (j0 + key) * a.k_stride + kv * dqk;
-      const float* v_row = a.v + (j0 + key) * a.v_stride + kv * dv;
-      for (int part = 4 * lane; part < dqk; part += 4 * 32) CopyAsync16(keys + key * k_pitch + part, k_row + part);
-      for (int part = 4 * lane; part < dv; part += 4 * 32) CopyAsync16(values + key * dv + part, v_row + part);
-    }
     WaitAsyncCopies();
     __syncthreads();
 
-    // Scores: thread (key, half) takes heads half, half + 2, ...
-    constexpr int kHalf = (kHeads + 1) / 2;
-    const int key = tid % kTileKeys, half = tid / kTileKeys;
-    if (key < tile) {
-      float dot[kHalf];
+    // Scores: lane `part` of a key's kScoreLanes sums dims 4 * part + 4 * kScoreLanes * i, for
+    // every head; the key's lanes then add theirs. A round takes kTileThreads / kScoreLanes keys.
+    const int part = tid % kScoreLanes;
+    for (int round = 0; round < tile; round += kTileThreads / kScoreLanes) {
+      const int key = round + tid / kScoreLanes;
+      const float* kr = keys + min(key, tile - 1) * k_pitch;  // a lane past the tile reads a live row, unused
+      float dot[kHeads];
 #pragma unroll
-      for (int u = 0; u < kHalf; ++u) dot[u] = 0.0f;
-      const float* kr = keys + key * k_pitch;
+      for (int g = 0; g < kHeads; ++g) dot[g] = 0.0f;
 #pragma unroll 4
-      for (int i = 0; i < dqk; i += 4) {
+      for (int i = 4 * part; i < dqk; i += 4 * kScoreLanes) {
         const float4 k4 = *reinterpret_cast<const float4*>(kr + i);
 #pragma unroll
-        for (int u = 0; u < kHalf; ++u) {
-          const int g = half + 2 * u;
+        for (int g = 0; g < kHeads; ++g) {
           if (g >= nh) break;
           const float4 q4 = *reinterpret_cast<const float4*>(q + g * dqk + i);
-          dot[u] = fmaf(q4.x, k4.x, dot[u]);
-          dot[u] = fmaf(q4.y, k4.y, dot[u]);
-          dot[u] = fmaf(q4.z, k4.z, dot[u]);
-          dot[u] = fmaf(q4.w, k4.w, dot[u]);
+          dot[g] = fmaf(q4.x, k4.x, dot[g]);
+          dot[g] = fmaf(q4.y, k4.y, dot[g]);
+          dot[g] = fmaf(q4.z, k4.z, dot[g]);
+          dot[g] = fmaf(q4.w, k4.w, dot[g]);
         }
       }
 #pragma unroll
-      for (int u = 0; u < kHalf; ++u) {
-        const int g = half + 2 * u;
-        if (g < nh) prob[g * kTileKeys + key] = dot[u] * a.scale;
+      for (int g = 0; g < kHeads; ++g) {
+#pragma unroll
+        for (int offset = kScoreLanes / 2; offset > 0; offset /= 2)
+          dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], offset);
+      }
+      if (part == 0 && key < tile) {
+#pragma unroll
+        for (int g = 0; g < kHeads; ++g)
+          if (g < nh) prob[g * kTileKeys + key] = dot[g] * a.scale;
       }
     }
     __syncthreads();
 
-    // Online softmax over the tile, a warp per head: new max, the probabilities under it, and
-    // the correction of what the head has summed so far.
+    // Online softmax over the tile, a warp per head (a lane per key): new max, the probabilities
+    // under it, and the correction of what the head has summed so far.
+    static_assert(kTileKeys == 32, "a lane per key of the tile");
     for (int g = warp; g < nh; g += kTileThreads / 32) {
       float* pg = prob + g * kTileKeys;
-      const float s0 = lane < tile ? pg[lane] : -INFINITY, s1 = lane + 32 < tile ? pg[lane + 32] : -INFINITY;
-      const float m_old = state[3 * g], m_new = fmaxf(m_old, WarpMax(fmaxf(s0, s1)));
-      const float e0 = lane < tile ? expf(s0 - m_new) : 0.0f, e1 = lane + 32 < tile ? expf(s1 - m_new) : 0.0f;
-      pg[lane] = e0, pg[lane + 32] = e1;
-      const float sum = WarpSum(e0 + e1);
-      __syncwarp();
+      const float s = lane < tile ? pg[lane] : -INFINITY;
+      const float m_old = state[3 * g], m_new = fmaxf(m_old, WarpMax(s));
+      const float e = lane < tile ? expf(s - m_new) : 0.0f;
+      pg[lane] = e;
+      const float sum = WarpSum(e);
+      __syncwarp();  // the lanes have read the head's state before lane 0 writes it
       if (lane == 0) {
         const float correction = expf(m_old - m_new);  // 0 on the first tile (m_old = -inf)
         state[3 * g] = m_new, state[3 * g + 1] = state[3 * g + 1] * correction + sum, state[3 * g + 2] = correction;
@@ -353,7 +389,11 @@ __global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArg
       }
     }
     __syncthreads();  // the next tile overwrites keys, values and prob
+    if (j0 + kTileKeys < end)
+      CopyTileRows(a, kv, j0 + kTileKeys, 0, static_cast<int>(min(static_cast<int64_t>(kTileKeys), end - j0 - kTileKeys)),
+                   keys, values);
   }
+  __syncthreads();  // a split past this row's keys skips the loop: the state's first values
 
 #pragma unroll
   for (int g = 0; g < kHeads; ++g) {
