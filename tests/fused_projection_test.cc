@@ -132,7 +132,7 @@ TEST(CudaGemv, ARowsResultDoesNotDependOnTheRowsBesideIt) {
   for (bool bf16 : {true, false}) {
     const Tensor w = upload(n, k, bf16), w2 = upload(n, k, bf16), down = upload(k, n, bf16), norm = upload(1, k, false),
                  bias = upload(1, n, false);
-    for (int64_t m : {2, 3, 5, 9, 16}) {
+    for (int64_t m : {2, 3, 5, 9, 13, 16}) {
       SCOPED_TRACE(::testing::Message() << (bf16 ? "bf16" : "f32") << " m " << m);
       const Tensor x = upload(m, k, false), hidden = upload(m, n, false);
       // Each product for all m rows at once, then row by row into a second tensor.

@@ -245,10 +245,12 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
   }
 }
 
-// Weight rows per warp: one for decode (M <= 4, where one activation chunk per weight chunk is
-// cheap), more as activation rows multiply the loads.
+// Weight rows per warp: one for decode; for verification passes more, so that each activation
+// chunk loaded (M rows of it) serves several weight rows: four up to 4 rows, two past that, where
+// the accumulators (R * M, twice that for gate/up) fill the registers. Measured on the H100
+// (bench/RESULTS.md): four rows a warp at 5-8 rows was slower than two.
 template <int M>
-constexpr int RowsPerWarp() { return M <= 4 ? 1 : 2; }
+constexpr int RowsPerWarp() { return M == 1 ? 1 : M <= 4 ? 4 : 2; }
 
 template <typename W, int M, bool kGateUp>
 cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* w2, int64_t ws, int64_t n, int64_t k,
@@ -278,6 +280,7 @@ cudaError_t GemvTyped(const float* x, int64_t xs, int64_t m, const void* w, cons
   if (m == 2) return GemvFor<W, 2, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
   if (m <= 4) return GemvFor<W, 4, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
   if (m <= 8) return GemvFor<W, 8, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
+  if (m <= 12) return GemvFor<W, 12, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
   return GemvFor<W, 16, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
 }
 
