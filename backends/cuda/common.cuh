@@ -16,7 +16,9 @@ namespace ds::cuda {
 // stream drains, so the gaps between the ~300 small kernels of a decode step shrink and a GEMV's
 // weight stream starts during the previous kernel. Every kernel launched by Launch calls
 // WaitForPreviousKernels before it reads anything an earlier kernel wrote or writes anything;
-// before that it may read only what no kernel writes (weights, tables, the pass's position).
+// before that it may read only what no kernel writes (weights, tables, the pass's position) and
+// what only kernels two or more ahead wrote, all finished by then (the KV-cache rows below the
+// pass's position, which earlier passes wrote: decode attention's first keys).
 // Once a block is past the wait, the next kernel may start launching: at most one kernel runs
 // ahead, and it holds its blocks at its own wait.
 __device__ __forceinline__ void WaitForPreviousKernels() {
