@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/vector_avx2.h"
 
 namespace ds {
@@ -16,11 +17,6 @@ namespace {
 
 __attribute__((target("avx2,fma"))) void Exp8(const float* x, float* y) {
   _mm256_storeu_ps(y, ExpAvx2(_mm256_loadu_ps(x)));
-}
-
-bool HasAvx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 int64_t UlpDistance(float a, float b) {
@@ -31,7 +27,7 @@ int64_t UlpDistance(float a, float b) {
 }
 
 TEST(ExpAvx2, WithinTwoUlpOverTheNormalRange) {
-  if (!HasAvx2()) GTEST_SKIP() << "this CPU has no AVX2 + FMA: the kernel is not used";
+  if (!CpuHasAvx2Fma()) GTEST_SKIP() << "this CPU has no AVX2 + FMA: the kernel is not used";
   std::vector<float> x;
   for (float v = -87.0f; v <= 88.5f; v += 0.0137f) x.push_back(v);
   for (float v : {0.0f, -0.0f, 1e-8f, -1e-8f, 0.5f * std::log(2.0f), -0.5f * std::log(2.0f), 1.0f, -1.0f}) x.push_back(v);
@@ -50,7 +46,7 @@ TEST(ExpAvx2, WithinTwoUlpOverTheNormalRange) {
 }
 
 TEST(ExpAvx2, EdgesUnderflowOverflowAndNan) {
-  if (!HasAvx2()) GTEST_SKIP() << "this CPU has no AVX2 + FMA: the kernel is not used";
+  if (!CpuHasAvx2Fma()) GTEST_SKIP() << "this CPU has no AVX2 + FMA: the kernel is not used";
   const float inf = std::numeric_limits<float>::infinity();
   const float x[8] = {-inf, -1000.0f, -88.0f, 89.0f, 1000.0f, inf, std::numeric_limits<float>::quiet_NaN(), 0.0f};
   float y[8];

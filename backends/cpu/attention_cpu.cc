@@ -163,9 +163,7 @@ struct VectorKernels {
 };
 
 VectorKernels PickKernels() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {ExpSumAvx2, ScoresAvx2, WeightedSumAvx2, AxpyAvx2};
+  if (CpuHasAvx2Fma()) return {ExpSumAvx2, ScoresAvx2, WeightedSumAvx2, AxpyAvx2};
   return {ExpSumPortable, ScoresPortable, WeightedSumPortable, AxpyPortable};
 }
 

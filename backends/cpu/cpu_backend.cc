@@ -130,10 +130,7 @@ __attribute__((target("avx2,fma"))) void SiluMulAvx2(const float* g, const float
 }
 
 using SiluMulRow = void (*)(const float*, const float*, float*, int64_t);
-SiluMulRow PickSiluMul() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? SiluMulAvx2 : SiluMulPortable;
-}
+SiluMulRow PickSiluMul() { return CpuHasAvx2Fma() ? SiluMulAvx2 : SiluMulPortable; }
 
 }  // namespace
 

@@ -68,6 +68,8 @@ enum class CpuKernels { kPortable, kAvx2, kAvx512 };
 void LimitCpuKernels(CpuKernels limit);
 // Whether the CPU (and the OS) run AVX512_BF16's instructions: what bf16 products need.
 bool CpuHasAvx512Bf16();
+// Whether the CPU runs AVX2 and FMA: what the AVX2 kernels (and vector_avx2.h's helpers) need.
+bool CpuHasAvx2Fma();
 
 // Runs the calling thread's OpenMP regions (ours and oneDNN's) on n threads, and restores the
 // caller's setting after: the host program's threads are not ours to reconfigure.

@@ -287,7 +287,7 @@ CpuKernels DetectCpuKernels() {
   // (clang 14 does not know F16C); avx512f's check includes the OS's.
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
-  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)) return CpuKernels::kPortable;
+  if (!(CpuHasAvx2Fma() && f16c)) return CpuKernels::kPortable;
   const bool leaf7 = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx);
   const bool avx512 = leaf7 && __builtin_cpu_supports("avx512f") && (ebx & bit_AVX512BW) && (ebx & bit_AVX512VL) &&
                       (ecx & bit_AVX512VNNI);
@@ -315,6 +315,14 @@ DotRow PickDotRow(DType dtype, CpuKernels kernels) {
 }  // namespace
 
 void LimitCpuKernels(CpuKernels limit) { kernel_limit = limit; }
+
+bool CpuHasAvx2Fma() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
 
 bool CpuHasAvx512Bf16() {
   static const bool has = [] {
