@@ -64,6 +64,16 @@ absl::Status Backend::MatmulAdd(const Tensor& x, const Tensor& w, const Tensor* 
   return Add(residual, y, y);
 }
 
+absl::Status Backend::HeadsMatmul(const Tensor& x, int64_t x_head_stride, const Tensor& w, int64_t n_heads,
+                                  const Tensor& y, int64_t y_head_stride) {
+  const int64_t n = w.rows / n_heads;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    absl::Status s = Matmul(x.Cols(h * x_head_stride, w.cols), w.Rows(h * n, n), nullptr, y.Cols(h * y_head_stride, n));
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Backend::WriteRows(const Tensor& src, const Tensor& dst, const Position& at) {
   return Copy(src, dst.Rows(at.pos0, src.rows));
 }
@@ -96,6 +106,16 @@ Tensor Tensor::Cols(int64_t begin, int64_t n) const {
   Tensor t = *this;
   t.data = static_cast<char*>(data) + RowBytes(dtype, begin);
   t.cols = n;
+  return t;
+}
+
+Tensor Tensor::Reshape(int64_t new_rows, int64_t new_cols) const {
+  if (!valid() || !contiguous() || new_rows < 0 || new_cols < 0 || new_rows * new_cols != rows * cols ||
+      (IsBlockQuantized(dtype) && new_cols % kQuantBlock != 0))
+    return {};
+  Tensor t = *this;
+  t.rows = new_rows;
+  t.cols = t.stride = new_cols;
   return t;
 }
 

@@ -39,6 +39,9 @@ struct Tensor {
   size_t nbytes() const { return static_cast<size_t>(rows) * RowBytes(dtype, cols); }
   Tensor Rows(int64_t begin, int64_t n) const;
   Tensor Cols(int64_t begin, int64_t n) const;
+  // The same elements as `rows` x `cols`, e.g. [T, heads * d] as [T * heads, d]: a contiguous
+  // tensor only (anything else gives an invalid tensor, which the ops refuse).
+  Tensor Reshape(int64_t rows, int64_t cols) const;
   template <typename T>
   T* ptr() const { return static_cast<T*>(data); }
 };
@@ -120,6 +123,11 @@ class Backend {
   // y = residual + (x · wᵀ + bias): a projection added back into the residual stream.
   virtual absl::Status MatmulAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
                                  const Tensor& y);
+  // Per-head products, MLA's absorbed projections: w's rows are n_heads blocks of n = w.rows /
+  // n_heads, and for each head h, y[:, h * y_head_stride + j] = x[:, h * x_head_stride + i] ·
+  // w[h * n + j, i] for j < n, i < w.cols. The default runs a Matmul per head.
+  virtual absl::Status HeadsMatmul(const Tensor& x, int64_t x_head_stride, const Tensor& w, int64_t n_heads,
+                                   const Tensor& y, int64_t y_head_stride);
   // y[i] = table[ids[i]]: ids [1, n] i32, y [n, cols] (table f32 or bf16)
   virtual absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) = 0;
   virtual absl::Status Copy(const Tensor& src, const Tensor& dst) = 0;

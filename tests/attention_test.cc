@@ -1,11 +1,13 @@
 // The attention kernels against an f64 reference on each backend: GQA groups (2 to 12 query heads
 // a kv head: on CUDA the tile kernel's blocks of up to 8 heads, a group of 12 in two unequal
-// blocks), MLA-like shapes (one kv head for all query heads, v narrower than qk or 512 wide),
+// blocks), MLA-like shapes (one kv head for all query heads, v narrower than qk or 512 wide, v the
+// start of each key row as in MLA's latent cache),
 // head widths that are not whole 16-byte pieces (CUDA's warp-per-key kernel), decode and
 // verification rows over long contexts (the keys split into chunks, across threads or blocks, a
 // CUDA split of several tiles past 4096 keys, and merged) and prompt rows. On CUDA once more with the
 // position read from the device and a cache longer than the pass (as a replayed recording runs),
 // whose rows past the keys hold values that would show if they were read.
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -22,6 +24,7 @@ namespace {
 
 struct Case {
   int64_t T, pos0, heads, kv_heads, dqk, dv;
+  bool values_in_keys = false;  // v is the first dv columns of k's rows (MLA's latent cache)
 };
 
 // Two threads, as the other tests (LLVM's OpenMP runtime keeps allocations of differently sized
@@ -37,6 +40,9 @@ TEST_P(Attention, MatchesAnF64Reference) {
       {8, 1000, 4, 2, 17, 9},  {40, 300, 4, 2, 32, 32},    {1, 129, 3, 1, 8, 8},     {16, 0, 2, 1, 8, 8},
       {1, 4095, 28, 4, 128, 128}, {5, 600, 32, 4, 64, 64}, {2, 300, 16, 1, 72, 512}, {9, 9000, 6, 2, 32, 32},
       {1, 2000, 24, 2, 128, 128}, {2, 63, 7, 1, 128, 100},
+      // MLA: V2-Lite's 16 heads over [c_kv 512 | k_pe 64], decode and verification rows, one and
+      // several tiles a split; the tiny fixture's 4 heads over [64 | 16].
+      {1, 530, 16, 1, 576, 512, true}, {3, 4500, 16, 1, 576, 512, true}, {2, 40, 4, 1, 80, 64, true},
   };
   auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
   ASSERT_TRUE(backend.ok()) << backend.status();
@@ -52,11 +58,16 @@ TEST_P(Attention, MatchesAnF64Reference) {
     std::fill(v.begin() + S * c.kv_heads * c.dv, v.end(), 1e4f);
     auto tq = (*backend)->Alloc(DType::kF32, c.T, c.heads * c.dqk);
     auto tk = (*backend)->Alloc(DType::kF32, rows, c.kv_heads * c.dqk);
-    auto tv = (*backend)->Alloc(DType::kF32, rows, c.kv_heads * c.dv);
+    auto tv = c.values_in_keys ? absl::StatusOr<Tensor>(tk->Cols(0, c.dv))
+                               : (*backend)->Alloc(DType::kF32, rows, c.kv_heads * c.dv);
     auto to = (*backend)->Alloc(DType::kF32, c.T, c.heads * c.dv);
     ASSERT_TRUE(tq.ok() && tk.ok() && tv.ok() && to.ok());
-    ASSERT_TRUE((*backend)->Upload(q.data(), *tq).ok() && (*backend)->Upload(k.data(), *tk).ok() &&
-                (*backend)->Upload(v.data(), *tv).ok());
+    ASSERT_TRUE((*backend)->Upload(q.data(), *tq).ok() && (*backend)->Upload(k.data(), *tk).ok());
+    if (c.values_in_keys) {
+      for (int64_t j = 0; j < rows; ++j) std::copy_n(k.begin() + j * c.dqk, c.dv, v.begin() + j * c.dv);
+    } else {
+      ASSERT_TRUE((*backend)->Upload(v.data(), *tv).ok());
+    }
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.dqk));
     Position position(c.pos0);
     if (position_on_device) {

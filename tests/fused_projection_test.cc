@@ -1,5 +1,5 @@
-// The fused projections a decoder block is written in (Backend::NormMatmul, NormGateUp and
-// MatmulAdd: on CUDA's decode path the norm and the residual add happen inside the GEMV) against
+// The fused projections a decoder block is written in (Backend::NormMatmul, NormGateUp,
+// MatmulAdd and MLA's HeadsMatmul: on CUDA's decode path the norm and the residual add happen inside the GEMV) against
 // an f64 reference on each backend: f32 and bf16 weights, with and without a bias, decode and
 // verification row counts (1 to 16, the GEMV) and a prompt's (past it; f32 weights there, as
 // CUDA's bf16 GEMM rounds the activations), widths in whole and partial 16-byte pieces.
@@ -113,6 +113,55 @@ TEST_P(FusedProjections, MatchAnF64Reference) {
       for (int64_t i = 0; i < c.k; ++i)
         ASSERT_NEAR(got_sum[r * c.k + i], xr[i] + dot(down.host.data() + i * c.n, hr.data(), c.n), tol_n)
             << "matmul_add row " << r << " col " << i;
+    }
+  }
+}
+
+// Backend::HeadsMatmul, MLA's absorbed projections: each head's slice of x (heads x_step apart)
+// through its own block of w's rows into y's head (y_step apart, gaps left as they were), against
+// an f64 reference: decode, verification and prompt row counts, bf16 and f32 weights, rows per
+// head that CUDA's grouped GEMV takes (multiples of 4) and that it hands back to a GEMV per head.
+TEST_P(FusedProjections, HeadsMatmulMatchesAnF64Reference) {
+  const Target target = GetParam();
+  DS_SKIP_IF_NO_DEVICE(target);
+  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  Backend& b = **backend;
+  struct HeadsCase {
+    int64_t m, heads, n, k, x_step, y_step;
+    bool bf16;
+  };
+  // The first two are V2-Lite's W_UK (q_nope of 192-wide heads into 576-wide latent queries) and
+  // W_UV at a verification pass's rows.
+  const HeadsCase cases[] = {{1, 16, 512, 128, 192, 576, true}, {5, 16, 128, 512, 512, 128, false},
+                             {16, 3, 64, 40, 48, 70, true},     {20, 4, 32, 24, 24, 32, false},
+                             {2, 5, 6, 16, 20, 9, true}};
+  RandomMatrices random(b, 23);
+  for (const HeadsCase& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "m " << c.m << " heads " << c.heads << " n " << c.n << " k " << c.k
+                                      << (c.bf16 ? " bf16" : " f32"));
+    const Matrix x = random.Make(c.m, (c.heads - 1) * c.x_step + c.k, false), w = random.Make(c.heads * c.n, c.k, c.bf16),
+                 before = random.Make(c.m, (c.heads - 1) * c.y_step + c.n, false);
+    const int64_t x_cols = x.t.cols, y_cols = before.t.cols;
+    ASSERT_TRUE(b.HeadsMatmul(x.t, c.x_step, w.t, c.heads, before.t, c.y_step).ok());
+    const std::vector<float> got = random.Download(before.t);
+    for (int64_t r = 0; r < c.m; ++r) {
+      std::vector<bool> written(y_cols, false);
+      for (int64_t h = 0; h < c.heads; ++h) {
+        for (int64_t j = 0; j < c.n; ++j) {
+          double want = 0.0;
+          for (int64_t i = 0; i < c.k; ++i)
+            want += static_cast<double>(x.host[r * x_cols + h * c.x_step + i]) * w.host[(h * c.n + j) * c.k + i];
+          const int64_t col = h * c.y_step + j;
+          written[col] = true;
+          ASSERT_NEAR(got[r * y_cols + col], want, 2e-5 * std::sqrt(static_cast<double>(c.k)))
+              << "row " << r << " head " << h << " col " << j;
+        }
+      }
+      for (int64_t col = 0; col < y_cols; ++col) {
+        if (written[col]) continue;
+        ASSERT_EQ(got[r * y_cols + col], before.host[r * y_cols + col]) << "gap col " << col;
+      }
     }
   }
 }

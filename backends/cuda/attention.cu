@@ -1,11 +1,13 @@
 // Attention kernels. Decode (few query rows, a long cache) splits each head's keys over many
 // blocks, flash-decoding style, and a merge of the blocks' partial results (running max, sum and
-// weighted value sum per head) follows. Where the heads are at most 128 wide (the Qwen and Llama
-// distills), a block takes a tile of a kv head's keys and values into shared memory in one
-// asynchronous copy and scores all the query heads that share them (AttentionTileKernel); other
-// shapes (MLA's 576-wide latent) take a warp per key and one query head per block
-// (AttentionSplitKernel), whose last block to finish merges. Prefill uses cuBLASLt for the two
-// products (attention_cuda.cc) with the causal softmax below between them.
+// weighted value sum per head) follows. A block takes a tile of a kv head's keys and values into
+// shared memory in one asynchronous copy and scores all the query heads that share them
+// (AttentionTileKernel): the Qwen and Llama distills' GQA groups, and MLA's 16 heads over its
+// one 576-wide latent row, whose first 512 values are also the values (copied once). Shapes the
+// tile does not fit (heads not whole 16-byte pieces, too wide for shared memory) take a warp per
+// key and one query head per block (AttentionSplitKernel), whose last block to finish merges.
+// Prefill uses cuBLASLt for the two products (attention_cuda.cc) with the causal softmax below
+// between them.
 #include <algorithm>
 #include <cstdint>
 
@@ -219,18 +221,28 @@ __global__ void AttentionCombineKernel(AttentionArgs a, SplitRule rule, int64_t 
 // kTileKeys keys at a time in shared memory, each scored by kScoreLanes lanes: 16 keys a round
 // over the block's 128 threads, so all of them score at the 16 keys a split of short contexts.
 constexpr int kTileKeys = 32, kTileThreads = 128, kScoreLanes = 8;
-constexpr int64_t kTileMaxDim = 128;  // head_dim_qk and head_dim_v: a thread per output element
+// Output elements per thread: up to 4, so head_dim_v up to 512 (MLA's kv_lora_rank).
+constexpr int kTileMaxDimsPerThread = 4;
+// Shared memory a block may use: within what sm_86 and sm_89 allow a block (99 KB).
+constexpr int64_t kTileMaxSmemBytes = 96 * 1024;
 // 16 keys per split up to 2048 keys, then doubled; past 4096 keys a block takes several tiles.
 // Chosen on the H100 over 8, 32 and 64 keys per split and 256 splits at most (bench/RESULTS.md).
 constexpr SplitRule kTileRule{16, 128};
 
+// Whether a key's value row is the start of its key row (MLA's latent cache: v = c_kv, the first
+// kv_lora_rank values of [c_kv | k_pe]): the tile then copies the rows once.
+__host__ __device__ inline bool ValuesInKeyRows(const AttentionArgs& a) {
+  return a.v == a.k && a.v_stride == a.k_stride && a.head_dim_v <= a.head_dim_qk &&
+         (a.n_kv_heads == 1 || a.head_dim_v == a.head_dim_qk);
+}
+
 // Shared memory of a block of kHeads query heads: q [kHeads][dqk], the tile's keys
 // [kTileKeys][dqk + 4] (the pad puts consecutive rows in different banks), values
-// [kTileKeys][dv], probabilities [kHeads][kTileKeys], and per head the running max, sum and the
-// tile's correction.
+// [kTileKeys][dv] (none where they are in the key rows), probabilities [kHeads][kTileKeys], and
+// per head the running max, sum and the tile's correction.
 __host__ __device__ inline int64_t TileSmemFloats(const AttentionArgs& a, int heads) {
-  return heads * a.head_dim_qk + kTileKeys * (a.head_dim_qk + 4) + kTileKeys * a.head_dim_v + heads * kTileKeys +
-         3 * heads;
+  const int64_t values = ValuesInKeyRows(a) ? 0 : kTileKeys * a.head_dim_v;
+  return heads * a.head_dim_qk + kTileKeys * (a.head_dim_qk + 4) + values + heads * kTileKeys + 3 * heads;
 }
 
 // The tile kernel's blocks per kv head: its query heads in parts of at most heads_per_block.
@@ -250,15 +262,16 @@ __device__ inline void TileHeads(const AttentionArgs& a, int heads_per_block, in
 }
 
 // Starts the copy of rows [from, to) of the tile at key j0 (kv head kv) into shared memory: a
-// warp per row, a lane per 16 bytes of it.
+// warp per row, a lane per 16 bytes of it. values null: they are in the key rows.
 __device__ inline void CopyTileRows(const AttentionArgs& a, int64_t kv, int64_t j0, int from, int to, float* keys,
                                     float* values) {
   const int64_t dqk = a.head_dim_qk, dv = a.head_dim_v, k_pitch = dqk + 4;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int key = from + warp; key < to; key += kTileThreads / 32) {
     const float* k_row = a.k + (j0 + key) * a.k_stride + kv * dqk;
-    const float* v_row = a.v + (j0 + key) * a.v_stride + kv * dv;
     for (int part = 4 * lane; part < dqk; part += 4 * 32) CopyAsync16(keys + key * k_pitch + part, k_row + part);
+    if (!values) continue;
+    const float* v_row = a.v + (j0 + key) * a.v_stride + kv * dv;
     for (int part = 4 * lane; part < dv; part += 4 * 32) CopyAsync16(values + key * dv + part, v_row + part);
   }
 }
@@ -266,18 +279,21 @@ __device__ inline void CopyTileRows(const AttentionArgs& a, int64_t kv, int64_t 
 // Block (x, t, split): row t's query heads of part x (TileHeads) over the split's keys, a tile
 // of kTileKeys at a time: the tile's key and value rows copied to shared memory together, the
 // scores (kScoreLanes lanes a key, all heads), the online softmax per head (a warp per head),
-// then the weighted values (a thread per output element, all heads). The partial per head goes
-// to `partials`; AttentionCombineKernel merges them. A head's arithmetic does not depend on
+// then the weighted values (kDims output elements a thread, all heads). The partial per head
+// goes to `partials`; AttentionCombineKernel merges them. A head's arithmetic does not depend on
 // which heads share its block or on how many rows the pass has.
-template <int kHeads>
+template <int kHeads, int kDims>
 __global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArgs a, SplitRule rule, int64_t splits,
                                                                     float* partials) {
   extern __shared__ float4 tile_smem[];
   const int64_t dqk = a.head_dim_qk, dv = a.head_dim_v, k_pitch = dqk + 4;
+  const bool values_in_keys = ValuesInKeyRows(a);
   float* q = reinterpret_cast<float*>(tile_smem);
   float* keys = q + kHeads * dqk;
-  float* values = keys + kTileKeys * k_pitch;
-  float* prob = values + kTileKeys * dv;
+  float* own_values = values_in_keys ? nullptr : keys + kTileKeys * k_pitch;  // CopyTileRows' values
+  const float* values = values_in_keys ? keys : own_values;
+  const int64_t v_pitch = values_in_keys ? k_pitch : dv;
+  float* prob = keys + kTileKeys * k_pitch + (values_in_keys ? 0 : kTileKeys * dv);
   float* state = prob + kHeads * kTileKeys;  // [kHeads][max, sum, correction]
   const int64_t t = blockIdx.y, split = blockIdx.z;
   int64_t kv, h0;
@@ -293,15 +309,17 @@ __global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArg
   // overlaps the kernel ahead. The pass's own rows come after the wait.
   const int first_tile = static_cast<int>(max(int64_t{0}, min(static_cast<int64_t>(kTileKeys), end - begin)));
   const int old_rows = static_cast<int>(min(static_cast<int64_t>(first_tile), max(int64_t{0}, ks.pos0 - begin)));
-  CopyTileRows(a, kv, begin, 0, old_rows, keys, values);
+  CopyTileRows(a, kv, begin, 0, old_rows, keys, own_values);
   WaitForPreviousKernels();
   if (!active) return;
-  CopyTileRows(a, kv, begin, old_rows, first_tile, keys, values);
+  CopyTileRows(a, kv, begin, old_rows, first_tile, keys, own_values);
   for (int64_t i = tid; i < nh * dqk; i += kTileThreads) q[i] = a.q[t * a.q_stride + h0 * dqk + i];
   if (tid < kHeads) state[3 * tid] = -INFINITY, state[3 * tid + 1] = 0.0f;
-  float acc[kHeads];
+  float acc[kDims][kHeads];
 #pragma unroll
-  for (int g = 0; g < kHeads; ++g) acc[g] = 0.0f;
+  for (int d = 0; d < kDims; ++d)
+#pragma unroll
+    for (int g = 0; g < kHeads; ++g) acc[d][g] = 0.0f;
 
   for (int64_t j0 = begin; j0 < end; j0 += kTileKeys) {
     const int tile = static_cast<int>(min(static_cast<int64_t>(kTileKeys), end - j0));
@@ -362,36 +380,39 @@ __global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArg
     }
     __syncthreads();
 
-    // Weighted values: output element tid of every head, keys in order.
-    if (tid < dv) {
+    // Weighted values: output elements tid, tid + kTileThreads, ... of every head, keys in order.
+#pragma unroll
+    for (int d = 0; d < kDims; ++d) {
+      const int col = tid + d * kTileThreads;
+      if (col >= dv) break;
 #pragma unroll
       for (int g = 0; g < kHeads; ++g)
-        if (g < nh) acc[g] *= state[3 * g + 2];
+        if (g < nh) acc[d][g] *= state[3 * g + 2];
       int j = 0;
       for (; j + 4 <= tile; j += 4) {  // four keys' probabilities in one load per head
-        const float v[4] = {values[j * dv + tid], values[(j + 1) * dv + tid], values[(j + 2) * dv + tid],
-                            values[(j + 3) * dv + tid]};
+        const float v[4] = {values[j * v_pitch + col], values[(j + 1) * v_pitch + col],
+                            values[(j + 2) * v_pitch + col], values[(j + 3) * v_pitch + col]};
 #pragma unroll
         for (int g = 0; g < kHeads; ++g) {
           if (g >= nh) break;
           const float4 p4 = *reinterpret_cast<const float4*>(prob + g * kTileKeys + j);
-          acc[g] = fmaf(p4.x, v[0], acc[g]);
-          acc[g] = fmaf(p4.y, v[1], acc[g]);
-          acc[g] = fmaf(p4.z, v[2], acc[g]);
-          acc[g] = fmaf(p4.w, v[3], acc[g]);
+          acc[d][g] = fmaf(p4.x, v[0], acc[d][g]);
+          acc[d][g] = fmaf(p4.y, v[1], acc[d][g]);
+          acc[d][g] = fmaf(p4.z, v[2], acc[d][g]);
+          acc[d][g] = fmaf(p4.w, v[3], acc[d][g]);
         }
       }
       for (; j < tile; ++j) {
-        const float v = values[j * dv + tid];
+        const float v = values[j * v_pitch + col];
 #pragma unroll
         for (int g = 0; g < kHeads; ++g)
-          if (g < nh) acc[g] = fmaf(prob[g * kTileKeys + j], v, acc[g]);
+          if (g < nh) acc[d][g] = fmaf(prob[g * kTileKeys + j], v, acc[d][g]);
       }
     }
     __syncthreads();  // the next tile overwrites keys, values and prob
     if (j0 + kTileKeys < end)
       CopyTileRows(a, kv, j0 + kTileKeys, 0, static_cast<int>(min(static_cast<int64_t>(kTileKeys), end - j0 - kTileKeys)),
-                   keys, values);
+                   keys, own_values);
   }
   __syncthreads();  // a split past this row's keys skips the loop: the state's first values
 
@@ -400,7 +421,9 @@ __global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArg
     if (g >= nh) break;
     float* out = partials + PartialIndex(t, h0 + g, split, a.n_heads, splits, dv);
     if (tid == 0) out[0] = state[3 * g], out[1] = state[3 * g + 1];
-    if (tid < dv) out[2 + tid] = acc[g];
+#pragma unroll
+    for (int d = 0; d < kDims; ++d)
+      if (tid + d * kTileThreads < dv) out[2 + tid + d * kTileThreads] = acc[d][g];
   }
 }
 
@@ -427,11 +450,19 @@ __global__ void CausalSoftmaxKernel(float* scores, int64_t T, int64_t S, int64_t
 
 namespace {
 
-// The tile kernel takes heads at most kTileMaxDim wide whose rows are whole 16-byte pieces.
+// Query heads per block of the tile kernel: as many of a kv head's as its group has, up to 8.
+int TileHeadsPerBlock(const AttentionArgs& a) {
+  const int64_t group = a.n_heads / a.n_kv_heads;
+  return group >= 5 ? 8 : group >= 3 ? 4 : static_cast<int>(group);
+}
+
+// The tile kernel takes heads whose rows are whole 16-byte pieces, values up to
+// kTileMaxDimsPerThread elements a thread, where its shared memory fits.
 bool UseTileKernel(const AttentionArgs& a) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return a.head_dim_qk <= kTileMaxDim && a.head_dim_v <= kTileMaxDim && a.head_dim_qk % 4 == 0 &&
-         a.head_dim_v % 4 == 0 && a.k_stride % 4 == 0 && a.v_stride % 4 == 0 && aligned(a.k) && aligned(a.v);
+  return a.head_dim_v <= kTileMaxDimsPerThread * kTileThreads && a.head_dim_qk % 4 == 0 && a.head_dim_v % 4 == 0 &&
+         a.k_stride % 4 == 0 && a.v_stride % 4 == 0 && aligned(a.k) && aligned(a.v) &&
+         TileSmemFloats(a, TileHeadsPerBlock(a)) * static_cast<int64_t>(sizeof(float)) <= kTileMaxSmemBytes;
 }
 
 SplitRule RuleFor(const AttentionArgs& a) { return UseTileKernel(a) ? kTileRule : kWarpPerKeyRule; }
@@ -443,20 +474,26 @@ cudaError_t LaunchCombine(const AttentionArgs& a, SplitRule rule, int64_t splits
                 stream, a, rule, splits, partials);
 }
 
-template <int kHeads>
+template <int kHeads, int kDims>
 cudaError_t LaunchTileKernel(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.n_kv_heads * TileBlocksPerKvHead(a, kHeads)), static_cast<unsigned>(a.T),
                   static_cast<unsigned>(splits));
   const size_t smem = TileSmemFloats(a, kHeads) * sizeof(float);
-  if (cudaError_t err = cudaFuncSetAttribute(AttentionTileKernel<kHeads>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  auto* kernel = AttentionTileKernel<kHeads, kDims>;
+  if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       err != cudaSuccess)
     return err;
-  if (cudaError_t err =
-          Launch(AttentionTileKernel<kHeads>, grid, kTileThreads, smem, stream, a, kTileRule, splits, partials);
+  if (cudaError_t err = Launch(kernel, grid, kTileThreads, smem, stream, a, kTileRule, splits, partials);
       err != cudaSuccess)
     return err;
   return LaunchCombine(a, kTileRule, splits, partials, stream);
+}
+
+// kHeads query heads a block, values of at most 128 (the distills) or 512 (MLA) elements.
+template <int kHeads>
+cudaError_t LaunchTileKernelFor(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream) {
+  if (a.head_dim_v <= kTileThreads) return LaunchTileKernel<kHeads, 1>(a, splits, partials, stream);
+  return LaunchTileKernel<kHeads, kTileMaxDimsPerThread>(a, splits, partials, stream);
 }
 
 }  // namespace
@@ -483,12 +520,12 @@ cudaError_t LaunchAttentionSplit(const AttentionArgs& a, int64_t splits, float* 
   if (a.pos0_device ? a.T > a.key_rows : splits * AttentionChunk(a.pos0 + a.T, RuleFor(a)) < a.pos0 + a.T)
     return cudaErrorInvalidValue;
   if (UseTileKernel(a)) {
-    // As many of a kv head's query heads per block as its group has, up to 8.
-    const int64_t group = a.n_heads / a.n_kv_heads;
-    if (group >= 5) return LaunchTileKernel<8>(a, splits, partials, stream);
-    if (group >= 3) return LaunchTileKernel<4>(a, splits, partials, stream);
-    if (group == 2) return LaunchTileKernel<2>(a, splits, partials, stream);
-    return LaunchTileKernel<1>(a, splits, partials, stream);
+    switch (TileHeadsPerBlock(a)) {
+      case 8: return LaunchTileKernelFor<8>(a, splits, partials, stream);
+      case 4: return LaunchTileKernelFor<4>(a, splits, partials, stream);
+      case 2: return LaunchTileKernelFor<2>(a, splits, partials, stream);
+      default: return LaunchTileKernelFor<1>(a, splits, partials, stream);
+    }
   }
   const dim3 grid(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T), static_cast<unsigned>(splits));
   const size_t smem = (a.head_dim_qk + 2 * kAttnWarps + kAttnWarps * a.head_dim_v) * sizeof(float);

@@ -88,6 +88,8 @@ class CudaBackend final : public Backend {
                           const Tensor& up_proj, const Tensor& y) override;
   absl::Status MatmulAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
                          const Tensor& y) override;
+  absl::Status HeadsMatmul(const Tensor& x, int64_t x_head_stride, const Tensor& w, int64_t n_heads, const Tensor& y,
+                           int64_t y_head_stride) override;
   absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
   absl::Status Copy(const Tensor& src, const Tensor& dst) override;
   absl::Status Argmax(const Tensor& x, const Tensor& ids) override;

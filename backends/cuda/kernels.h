@@ -81,13 +81,19 @@ constexpr int64_t kGemvMaxRows = 16;
 // What a GEMV may do besides the product, so that the small kernels around a projection need not
 // run: with norm, x's rows are taken as rms_norm(x) * norm (eps), the RMSNorm before a
 // projection (each block finds the rows' rms itself); with residual, y = residual + (x · wᵀ + b),
-// the add back into the residual stream (LaunchGemv only).
+// the add back into the residual stream (LaunchGemv only). With groups > 1, w's rows are that
+// many equal blocks, and block g reads x's columns from g * x_group_step and writes y's from
+// g * y_group_step (Backend::HeadsMatmul's heads; LaunchGemv only, without norm, residual, bias).
 struct GemvOptions {
   const float* norm = nullptr;  // [k]
   float eps = 0.0f;
   const float* residual = nullptr;  // [m, n]
   int64_t residual_stride = 0;
+  int64_t groups = 1;
+  int64_t x_group_step = 0, y_group_step = 0;
 };
+// Rows in each group of a grouped GEMV must be a multiple of this (a warp's rows share a group).
+constexpr int64_t kGemvGroupRowMultiple = 4;
 cudaError_t LaunchGemv(const float* x, int64_t x_stride, int64_t m, const void* w, bool w_bf16, int64_t w_stride,
                        int64_t n, int64_t k, const float* bias, float* y, int64_t y_stride, const GemvOptions& options,
                        int sm_count, cudaStream_t stream);
@@ -109,6 +115,7 @@ struct ExpertTable {
   int64_t gate_up_stride, down_stride;  // row strides, elements
   int64_t inter, hidden;
 };
+constexpr int64_t kMoeDecodeMaxTopK = 32;  // experts a token (a lane each looks one up)
 cudaError_t LaunchMoeDecode(const float* x, int64_t x_stride, int64_t T, const int32_t* ids, int64_t ids_stride,
                             const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
                             float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream);

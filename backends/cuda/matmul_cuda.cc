@@ -165,4 +165,13 @@ absl::Status CudaBackend::MatmulAdd(const Tensor& x, const Tensor& w, const Tens
   return Gemv(x, w, bias, y, {.residual = residual.ptr<float>(), .residual_stride = residual.stride});
 }
 
+// Every head in one GEMV launch (a block of rows per head) for decode; a prompt's heads are
+// GEMMs, one per head.
+absl::Status CudaBackend::HeadsMatmul(const Tensor& x, int64_t x_head_stride, const Tensor& w, int64_t n_heads,
+                                      const Tensor& y, int64_t y_head_stride) {
+  if (x.rows > kGemvMaxRows || (w.rows / n_heads) % kGemvGroupRowMultiple != 0)
+    return Backend::HeadsMatmul(x, x_head_stride, w, n_heads, y, y_head_stride);
+  return Gemv(x, w, nullptr, y, {.groups = n_heads, .x_group_step = x_head_stride, .y_group_step = y_head_stride});
+}
+
 }  // namespace ds::cuda

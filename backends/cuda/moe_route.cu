@@ -1,11 +1,15 @@
-// DeepSeek-V3 expert routing on the device, one thread per token: the choice is a few hundred
-// comparisons, and doing it here keeps the expert ids on the device for the expert kernels.
-// The order of selection (highest first, the lower index on ties) is the CPU backend's.
+// DeepSeek-V3 expert routing on the device, a warp per token: doing it here keeps the expert
+// ids on the device for the expert kernels. The order of selection (highest first, the lower
+// index on ties) is the CPU backend's. (One thread per token, as this was first, took 39 us a
+// layer on the H100: the experts' arrays did not fit in registers.)
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
 
 namespace ds::cuda {
 namespace {
+
+constexpr int kRouteWarps = 4;                     // tokens per block
+constexpr int kExpertsPerLane = kMaxExperts / 32;  // lane l holds experts l, l + 32, ...
 
 // The index of the largest v[i] not yet taken; the lowest index among equals.
 __device__ int64_t TakeBest(const float* v, bool* taken, int64_t n) {
@@ -16,23 +20,34 @@ __device__ int64_t TakeBest(const float* v, bool* taken, int64_t n) {
   return best;
 }
 
-__global__ void MoeRouteKernel(const float* logits, int64_t ls, int64_t T, int64_t n_experts, const float* correction,
-                               int64_t n_group, int64_t topk_group, int64_t top_k, bool norm_topk_prob, float scaling,
-                               int32_t* ids, int64_t ids_stride, float* weights, int64_t weights_stride) {
+// Whether candidate (v, e) beats (best, at): larger, or equal with the lower index; e < 0 is none.
+__device__ __forceinline__ bool Beats(float v, int e, float best, int at) {
+  return e >= 0 && (at < 0 || v > best || (v == best && e < at));
+}
+
+__global__ void __launch_bounds__(kRouteWarps * 32)
+    MoeRouteKernel(const float* logits, int64_t ls, int64_t T, int64_t n_experts, const float* correction,
+                   int64_t n_group, int64_t topk_group, int64_t top_k, bool norm_topk_prob, float scaling,
+                   int32_t* ids, int64_t ids_stride, float* weights, int64_t weights_stride) {
+  __shared__ float score_of[kRouteWarps][kMaxExperts], choice_of[kRouteWarps][kMaxExperts];
+  __shared__ float group_score_of[kRouteWarps][kMaxGroups];
+  __shared__ bool keep_of[kRouteWarps][kMaxGroups];
+  __shared__ int32_t chosen_of[kRouteWarps][kMaxExperts];
   WaitForPreviousKernels();
-  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (t >= T) return;
-  float scores[kMaxExperts], choice[kMaxExperts], group_score[kMaxGroups];
-  bool taken[kMaxExperts], keep[kMaxGroups];
-  const int64_t group_size = n_experts / n_group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
+  if (t >= T) return;  // the whole warp: below, only the warp synchronizes
+  float *score = score_of[warp], *choice = choice_of[warp], *group_score = group_score_of[warp];
+  bool* keep = keep_of[warp];
   const float* l = logits + t * ls;
-  for (int64_t e = 0; e < n_experts; ++e) {
-    scores[e] = 1.0f / (1.0f + expf(-l[e]));
-    choice[e] = scores[e] + correction[e];
-    taken[e] = false;
+  for (int64_t e = lane; e < n_experts; e += 32) {
+    score[e] = 1.0f / (1.0f + expf(-l[e]));
+    choice[e] = score[e] + correction[e];
   }
-  // A group's score is the sum of its two best choices.
-  for (int64_t g = 0; g < n_group; ++g) {
+  __syncwarp();
+  // A group's score is the sum of its two best choices: a lane per group.
+  const int64_t group_size = n_experts / n_group;
+  for (int64_t g = lane; g < n_group; g += 32) {
     const float* c = &choice[g * group_size];
     float best = -INFINITY, second = -INFINITY;
     for (int64_t i = 0; i < group_size; ++i) {
@@ -46,17 +61,45 @@ __global__ void MoeRouteKernel(const float* logits, int64_t ls, int64_t T, int64
     group_score[g] = group_size > 1 ? best + second : best;
     keep[g] = false;
   }
-  for (int64_t i = 0; i < topk_group; ++i) keep[TakeBest(group_score, keep, n_group)] = true;
-  // transformers masks the other groups with 0.0 (not -inf).
-  for (int64_t e = 0; e < n_experts; ++e)
-    if (!keep[e / group_size]) choice[e] = 0.0f;
+  __syncwarp();
+  if (lane == 0)
+    for (int64_t i = 0; i < topk_group; ++i) keep[TakeBest(group_score, keep, n_group)] = true;
+  __syncwarp();
+  // This lane's experts' choices; transformers masks the other groups with 0.0 (not -inf).
+  float mine[kExpertsPerLane] = {};
+  uint32_t taken = 0;  // bit i: expert lane + 32 * i is chosen (or past n_experts)
+#pragma unroll
+  for (int i = 0; i < kExpertsPerLane; ++i) {
+    const int64_t e = lane + 32 * i;
+    if (e < n_experts) {
+      mine[i] = keep[e / group_size] ? choice[e] : 0.0f;
+    } else {
+      taken |= 1u << i;
+    }
+  }
+  for (int64_t j = 0; j < top_k; ++j) {
+    float best = 0.0f;
+    int at = -1;
+#pragma unroll
+    for (int i = 0; i < kExpertsPerLane; ++i)
+      if (!(taken >> i & 1u) && Beats(mine[i], lane + 32 * i, best, at)) best = mine[i], at = lane + 32 * i;
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const float other = __shfl_down_sync(0xffffffffu, best, offset);
+      const int other_at = __shfl_down_sync(0xffffffffu, at, offset);
+      if (Beats(other, other_at, best, at)) best = other, at = other_at;
+    }
+    at = __shfl_sync(0xffffffffu, at, 0);  // lane 0's is the warp's
+    if (at % 32 == lane) taken |= 1u << (at / 32);
+    if (lane == 0) chosen_of[warp][j] = at;
+  }
+  if (lane != 0) return;
   int32_t* id = ids + t * ids_stride;
   float* w = weights + t * weights_stride;
   float sum = 0.0f;
   for (int64_t j = 0; j < top_k; ++j) {
-    const int64_t e = TakeBest(choice, taken, n_experts);
-    id[j] = static_cast<int32_t>(e);
-    w[j] = scores[e];
+    const int32_t e = chosen_of[warp][j];
+    id[j] = e;
+    w[j] = score[e];
     sum += w[j];
   }
   for (int64_t j = 0; j < top_k; ++j) {
@@ -75,9 +118,9 @@ cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T
   if (n_experts > kMaxExperts || n_group > kMaxGroups || n_group < 1 || n_experts % n_group != 0 ||
       topk_group > n_group || top_k > n_experts)
     return cudaErrorInvalidValue;
-  return Launch(MoeRouteKernel, Blocks(T, 64, 2147483647), 64, 0, stream, logits, logits_stride, T, n_experts,
-                correction, n_group, topk_group, top_k, norm_topk_prob, routed_scaling_factor, ids, ids_stride, weights,
-                weights_stride);
+  return Launch(MoeRouteKernel, Blocks(T, kRouteWarps, 2147483647), kRouteWarps * 32, 0, stream, logits, logits_stride,
+                T, n_experts, correction, n_group, topk_group, top_k, norm_topk_prob, routed_scaling_factor, ids,
+                ids_stride, weights, weights_stride);
 }
 
 }  // namespace ds::cuda

@@ -89,54 +89,56 @@ class DeepseekV3 final : public Model {
  private:
   float eps() const { return static_cast<float>(c_.rms_norm_eps); }
 
+  // x + attention + MLP (or MoE): the residual adds happen in the output projections.
   Tensor BlockForward(Ops& ops, const Block& b, Tensor x, KvCache& cache, int64_t layer, const Position& at) const {
-    Tensor h = ops.RmsNorm(x, b.input_layernorm, eps());
-    x = ops.Add(x, MlaForward(ops, b.self_attn, h, cache, layer, at));
-    h = ops.RmsNorm(x, b.post_attention_layernorm, eps());
-    return ops.Add(x, b.moe ? MoeForward(ops, *b.moe, h) : ops.Mlp(h, *b.mlp));
+    x = MlaForward(ops, b.self_attn, b.input_layernorm, x, cache, layer, at);
+    if (b.moe) return MoeForward(ops, *b.moe, ops.RmsNorm(x, b.post_attention_layernorm, eps()), x);
+    Tensor h = ops.NormGateUp(x, b.post_attention_layernorm, eps(), *b.mlp);
+    return ops.LinearAdd(h, b.mlp->down_proj, nullptr, x);
   }
 
-  Tensor MlaForward(Ops& ops, const Mla& a, const Tensor& x, KvCache& cache, int64_t layer, const Position& at) const {
+  // x + o_proj(attention(norm(x))), norm being the block's input_layernorm.
+  Tensor MlaForward(Ops& ops, const Mla& a, const Tensor& norm, const Tensor& x, KvCache& cache, int64_t layer,
+                    const Position& at) const {
     const int64_t T = x.rows, heads = c_.num_attention_heads;
     const int64_t nope = c_.qk_nope_head_dim, rope = c_.qk_rope_head_dim, qk = c_.qk_head_dim();
     const int64_t r = c_.kv_lora_rank, v = c_.v_head_dim;
 
-    Tensor q = a.q_proj ? ops.Linear(x, *a.q_proj)
-                        : ops.Linear(ops.RmsNorm(ops.Linear(x, *a.q_a_proj), *a.q_a_layernorm, eps()), *a.q_b_proj);
+    // With q_lora_rank: q = q_b_proj(q_a_layernorm(q_a_proj(h))); without: q = q_proj(h).
+    Tensor q = a.q_proj ? ops.NormLinear(x, norm, eps(), *a.q_proj)
+                        : ops.NormLinear(ops.NormLinear(x, norm, eps(), *a.q_a_proj), *a.q_a_layernorm, eps(),
+                                         *a.q_b_proj);  // [T, heads * qk]
+    // This step's cache rows, made in place: [c_kv | k_pe] = [kv_a_layernorm(c_kv) | rope(k_pe)].
+    Tensor kv = ops.NormLinear(x, norm, eps(), a.kv_a_proj_with_mqa);  // [T, r + rope]
     if (!ops.ok()) return {};
-    ops.Rope(q.Cols(nope, q.cols - nope), heads, qk, rope, rope_, RopeLayout::kInterleaved, at);
-
-    // This step's cache rows: c_kv = kv_a_layernorm(first r values), k_pe = rope(last rope values).
-    Tensor kv = ops.Linear(x, a.kv_a_proj_with_mqa);  // [T, r + rope]
-    Tensor latent_new = ops.New(T, r + rope);
-    if (!ops.ok()) return {};
-    ops.RmsNormInto(kv.Cols(0, r), a.kv_a_layernorm, eps(), latent_new.Cols(0, r));
-    ops.Copy(kv.Cols(r, rope), latent_new.Cols(r, rope));
-    ops.Rope(latent_new.Cols(r, rope), 1, rope, rope, rope_, RopeLayout::kInterleaved, at);
+    ops.RmsNormInto(kv.Cols(0, r), a.kv_a_layernorm, eps(), kv.Cols(0, r));
+    ops.Rope(kv.Cols(r, rope), 1, rope, rope, rope_, RopeLayout::kInterleaved, at);
     const Tensor& latent = cache.Layer(layer, 0);  // [c_kv | k_pe] per position
-    ops.WriteRows(latent_new, latent, at);
+    ops.WriteRows(kv, latent, at);
 
-    // Absorbed query per head: [W_UKᵀ q_nope | q_pe], scored against [c_kv | k_pe].
+    // Absorbed query per head: [W_UKᵀ q_nope | rope(q_pe)], scored against [c_kv | k_pe].
     Tensor q_latent = ops.New(T, heads * (r + rope));
-    for (int64_t h = 0; h < heads && ops.ok(); ++h) {
-      ops.MatmulInto(q.Cols(h * qk, nope), a.w_uk_t.Rows(h * r, r), q_latent.Cols(h * (r + rope), r));
-      ops.Copy(q.Cols(h * qk + nope, rope), q_latent.Cols(h * (r + rope) + r, rope));
-    }
+    if (!ops.ok()) return {};
+    ops.HeadsMatmulInto(q, qk, a.w_uk_t, heads, q_latent, r + rope);
+    ops.Copy(q.Reshape(T * heads, qk).Cols(nope, rope), q_latent.Reshape(T * heads, r + rope).Cols(r, rope));
+    ops.Rope(q_latent.Cols(r, q_latent.cols - r), heads, r + rope, rope, rope_, RopeLayout::kInterleaved, at);
     const AttentionShape shape{.n_heads = heads, .n_kv_heads = 1, .head_dim_qk = r + rope,
                                .head_dim_v = r, .scale = softmax_scale_, .position = at};
     Tensor o_latent = ops.Attention(q_latent, latent, latent.Cols(0, r), shape);  // [T, heads * r]
 
     Tensor o = ops.New(T, heads * v);
-    for (int64_t h = 0; h < heads && ops.ok(); ++h)
-      ops.MatmulInto(o_latent.Cols(h * r, r), a.w_uv.Rows(h * v, v), o.Cols(h * v, v));
-    return ops.Linear(o, a.o_proj);
+    if (!ops.ok()) return {};
+    ops.HeadsMatmulInto(o_latent, r, a.w_uv, heads, o, v);
+    return ops.LinearAdd(o, a.o_proj, nullptr, x);
   }
 
-  Tensor MoeForward(Ops& ops, const MoE& moe, const Tensor& x) const {
+  // residual + routed experts(x) + shared experts(x), x the post-attention norm's output.
+  Tensor MoeForward(Ops& ops, const MoE& moe, const Tensor& x, const Tensor& residual) const {
     Tensor router_logits = ops.Linear(x, moe.gate);
     const auto routes = ops.MoeRoute(router_logits, moe.e_score_correction_bias, routing_);
-    Tensor y = ops.Moe(x, routes, moe.experts);
-    return moe.shared_experts ? ops.Add(y, ops.Mlp(x, *moe.shared_experts)) : y;
+    Tensor y = ops.Add(residual, ops.Moe(x, routes, moe.experts));
+    if (!moe.shared_experts) return y;
+    return ops.LinearAdd(ops.GateUp(x, *moe.shared_experts), moe.shared_experts->down_proj, nullptr, y);
   }
 
   absl::StatusOr<Mla> LoadMla(WeightLoader& w, const std::string& p);
@@ -176,8 +178,11 @@ absl::StatusOr<Mla> DeepseekV3::LoadMla(WeightLoader& w, const std::string& p) {
       for (int64_t j = 0; j < r; ++j) w_uk_t[(h * r + j) * nope + i] = head[i * r + j];
     std::copy(head + nope * r, head + (nope + v) * r, w_uv.begin() + h * v * r);
   }
-  DS_ASSIGN_OR_RETURN(a.w_uk_t, w.Upload(w_uk_t, heads * r, nope));
-  DS_ASSIGN_OR_RETURN(a.w_uv, w.Upload(w_uv, heads * v, r));
+  // Decode reads them every step as it reads the checkpoint's matrices: bf16 unless the engine
+  // keeps f32 (not quantized: they act on every head's query and output).
+  const DType absorbed = w.matrix_dtype() == DType::kF32 ? DType::kF32 : DType::kBF16;
+  DS_ASSIGN_OR_RETURN(a.w_uk_t, w.Upload(w_uk_t, heads * r, nope, absorbed));
+  DS_ASSIGN_OR_RETURN(a.w_uv, w.Upload(w_uv, heads * v, r, absorbed));
   DS_ASSIGN_OR_RETURN(a.o_proj, w.Matrix(p + "o_proj.weight", H, heads * v));
   return a;
 }

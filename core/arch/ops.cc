@@ -36,6 +36,16 @@ void Ops::MatmulInto(const Tensor& x, const Tensor& w, const Tensor& y) {
   Record(backend_.Matmul(x, w, nullptr, y));
 }
 
+void Ops::HeadsMatmulInto(const Tensor& x, int64_t x_head_stride, const Tensor& w, int64_t n_heads, const Tensor& y,
+                          int64_t y_head_stride) {
+  if (!Check(x.valid() && w.valid() && y.valid() && n_heads > 0 && w.rows % n_heads == 0 && x_head_stride >= 0 &&
+                 y_head_stride >= w.rows / n_heads && (n_heads - 1) * x_head_stride + w.cols <= x.cols &&
+                 (n_heads - 1) * y_head_stride + w.rows / n_heads <= y.cols && y.rows == x.rows,
+             "heads_matmul"))
+    return;
+  Record(backend_.HeadsMatmul(x, x_head_stride, w, n_heads, y, y_head_stride));
+}
+
 Tensor Ops::Linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   if (!Check(x.valid() && w.valid() && x.cols == w.cols && (!bias || bias->cols == w.rows), "linear")) return {};
   Tensor y = New(x.rows, w.rows);
@@ -62,15 +72,17 @@ Tensor Ops::Add(const Tensor& a, const Tensor& b) {
   return y;
 }
 
-Tensor Ops::Mlp(const Tensor& x, const MlpWeights& mlp) {
+Tensor Ops::GateUp(const Tensor& x, const MlpWeights& mlp) {
   if (!Check(x.valid() && mlp.gate_proj.cols == x.cols && mlp.up_proj.rows == mlp.gate_proj.rows &&
                  mlp.up_proj.cols == x.cols,
-             "mlp"))
+             "gate_up"))
     return {};
   Tensor h = New(x.rows, mlp.gate_proj.rows);
   if (ok()) Record(backend_.GateUp(x, mlp.gate_proj, mlp.up_proj, h));
-  return Linear(h, mlp.down_proj);
+  return h;
 }
+
+Tensor Ops::Mlp(const Tensor& x, const MlpWeights& mlp) { return Linear(GateUp(x, mlp), mlp.down_proj); }
 
 Tensor Ops::NormLinear(const Tensor& x, const Tensor& norm, float eps, const Tensor& w, const Tensor* bias) {
   if (!Check(x.valid() && w.valid() && norm.cols == x.cols && x.cols == w.cols && (!bias || bias->cols == w.rows),

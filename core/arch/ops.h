@@ -20,6 +20,10 @@ class Ops {
 
   Tensor Linear(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);  // x · wᵀ + b
   void MatmulInto(const Tensor& x, const Tensor& w, const Tensor& y);
+  // Per head h: y's head h (y_head_stride apart) = x's head h (x_head_stride apart, w.cols wide)
+  // · the h-th of n_heads equal blocks of w's rowsᵀ (Backend::HeadsMatmul).
+  void HeadsMatmulInto(const Tensor& x, int64_t x_head_stride, const Tensor& w, int64_t n_heads, const Tensor& y,
+                       int64_t y_head_stride);
   Tensor RmsNorm(const Tensor& x, const Tensor& weight, float eps);
   void RmsNormInto(const Tensor& x, const Tensor& weight, float eps, const Tensor& y);
   Tensor Add(const Tensor& a, const Tensor& b);
@@ -28,6 +32,7 @@ class Ops {
   // residual + x · wᵀ + b
   Tensor LinearAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual);
   Tensor Mlp(const Tensor& x, const MlpWeights& mlp);  // down(silu(gate(x)) * up(x))
+  Tensor GateUp(const Tensor& x, const MlpWeights& mlp);  // silu(gate(x)) * up(x): an MLP's first half
   // silu(gate(n)) * up(n) for n = rms_norm(x) * norm: an MLP's first half after its norm
   Tensor NormGateUp(const Tensor& x, const Tensor& norm, float eps, const MlpWeights& mlp);
   Tensor Embedding(const Tensor& table, const Tensor& ids);

@@ -43,6 +43,7 @@ class WeightLoader {
   absl::StatusOr<Tensor> StackedMatrix(const std::vector<std::pair<std::string, int64_t>>& parts, int64_t cols);
   absl::StatusOr<Tensor> StackedVector(const std::vector<std::pair<std::string, int64_t>>& parts);
 
+  DType matrix_dtype() const { return matrix_dtype_; }
   uint64_t n_parameters() const { return n_parameters_; }
   uint64_t weight_bytes() const { return weight_bytes_; }
 

@@ -1,0 +1,119 @@
+// Backend::MoeRoute (DeepSeek-V3's sigmoid, group-limited top-k routing) on every backend
+// against a host reference written from transformers' DeepseekV3TopkRouter: the chosen experts
+// in order and their weights, for V3's, V2-Lite's and smaller layouts, one to many tokens.
+// Logits and biases lie on coarse grids, so equal values are exact ties (the lower index wins,
+// as in torch.topk's order here) and unequal ones are far apart beside float rounding.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backends/backend.h"
+#include "backends/plugin.h"
+#include "gtest/gtest.h"
+#include "tests/fixtures.h"
+
+namespace ds::testing {
+namespace {
+
+class BackendMoeRoute : public ::testing::TestWithParam<Target> {};
+
+struct Route {
+  std::vector<int32_t> ids;
+  std::vector<double> weights;
+};
+
+// Indices of the k largest values, largest first, the lower index first among equals.
+std::vector<int64_t> TopK(const std::vector<double>& v, int64_t k) {
+  std::vector<int64_t> order(v.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return v[a] > v[b]; });
+  order.resize(static_cast<size_t>(k));
+  return order;
+}
+
+Route Reference(const float* logits, const std::vector<float>& bias, const MoeRouting& r) {
+  const int64_t n = static_cast<int64_t>(bias.size()), group_size = n / r.n_group;
+  std::vector<double> score(n), choice(n);
+  for (int64_t e = 0; e < n; ++e) {
+    score[e] = 1.0 / (1.0 + std::exp(-static_cast<double>(logits[e])));
+    choice[e] = score[e] + bias[e];
+  }
+  std::vector<double> group_score(r.n_group);
+  for (int64_t g = 0; g < r.n_group; ++g) {
+    std::vector<double> members(choice.begin() + g * group_size, choice.begin() + (g + 1) * group_size);
+    for (int64_t i : TopK(members, std::min<int64_t>(2, group_size))) group_score[g] += members[i];
+  }
+  std::vector<bool> keep(r.n_group, false);
+  for (int64_t g : TopK(group_score, r.topk_group)) keep[g] = true;
+  for (int64_t e = 0; e < n; ++e)
+    if (!keep[e / group_size]) choice[e] = 0.0;  // masked_fill(~mask, 0.0)
+  Route route;
+  double sum = 0.0;
+  for (int64_t e : TopK(choice, r.top_k)) {
+    route.ids.push_back(static_cast<int32_t>(e));
+    route.weights.push_back(score[e]);
+    sum += score[e];
+  }
+  for (double& w : route.weights) w = (r.norm_topk_prob ? w / (sum + 1e-20) : w) * r.routed_scaling_factor;
+  return route;
+}
+
+TEST_P(BackendMoeRoute, MatchesTheReference) {
+  const Target target = GetParam();
+  DS_SKIP_IF_NO_DEVICE(target);
+  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 1});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  Backend& b = **backend;
+  struct Case {
+    int64_t experts;
+    MoeRouting routing;
+    int64_t tokens;
+    float bias_shift = 0.0f;  // -1: every choice negative, so the masked groups' 0.0 wins
+  };
+  const Case cases[] = {
+      {256, {.n_group = 8, .topk_group = 4, .top_k = 8, .norm_topk_prob = true, .routed_scaling_factor = 2.5f}, 1},
+      {256, {.n_group = 8, .topk_group = 4, .top_k = 8, .norm_topk_prob = true, .routed_scaling_factor = 2.5f}, 37},
+      {64, {.n_group = 1, .topk_group = 1, .top_k = 6, .norm_topk_prob = false, .routed_scaling_factor = 1.0f}, 16},
+      {16, {.n_group = 4, .topk_group = 2, .top_k = 4, .norm_topk_prob = true, .routed_scaling_factor = 1.0f}, 5},
+      {512, {.n_group = 64, .topk_group = 7, .top_k = 13, .norm_topk_prob = true, .routed_scaling_factor = 1.5f}, 3},
+      {40, {.n_group = 40, .topk_group = 5, .top_k = 5, .norm_topk_prob = true, .routed_scaling_factor = 1.0f}, 2},
+      {32, {.n_group = 8, .topk_group = 2, .top_k = 6, .norm_topk_prob = true, .routed_scaling_factor = 1.0f}, 4, -1.0f},
+  };
+  std::mt19937 rng(9);
+  for (const Case& c : cases) {
+    const MoeRouting& r = c.routing;
+    SCOPED_TRACE(::testing::Message() << c.experts << " experts, " << r.n_group << " groups, top " << r.topk_group
+                                      << " groups, top " << r.top_k << ", " << c.tokens << " tokens");
+    // Logits on a grid of eighths in [-3, 3] (ties common); biases on a grid of 1/64 in
+    // [-0.25, 0.25] (some choices below the masked groups' 0.0), or zero, plus the shift.
+    std::uniform_int_distribution<int> logit_step(-24, 24), bias_step(-16, 16);
+    std::vector<float> logits(static_cast<size_t>(c.tokens * c.experts)), bias(static_cast<size_t>(c.experts));
+    for (float& v : logits) v = logit_step(rng) / 8.0f;
+    for (float& v : bias) v = (r.n_group > 1 ? bias_step(rng) / 64.0f : 0.0f) + c.bias_shift;
+    auto logits_t = b.Alloc(DType::kF32, c.tokens, c.experts), bias_t = b.Alloc(DType::kF32, 1, c.experts);
+    auto ids_t = b.Alloc(DType::kI32, c.tokens, r.top_k), weights_t = b.Alloc(DType::kF32, c.tokens, r.top_k);
+    ASSERT_TRUE(logits_t.ok() && bias_t.ok() && ids_t.ok() && weights_t.ok());
+    ASSERT_TRUE(b.Upload(logits.data(), *logits_t).ok() && b.Upload(bias.data(), *bias_t).ok());
+    ASSERT_TRUE(b.MoeRoute(*logits_t, *bias_t, r, *ids_t, *weights_t).ok());
+    std::vector<int32_t> ids(static_cast<size_t>(c.tokens * r.top_k));
+    std::vector<float> weights(ids.size());
+    ASSERT_TRUE(b.Download(*ids_t, ids.data()).ok() && b.Download(*weights_t, weights.data()).ok());
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      const Route want = Reference(logits.data() + t * c.experts, bias, r);
+      for (int64_t j = 0; j < r.top_k; ++j) {
+        ASSERT_EQ(ids[t * r.top_k + j], want.ids[j]) << "token " << t << " choice " << j;
+        ASSERT_NEAR(weights[t * r.top_k + j], want.weights[j], 1e-6 * (1.0 + want.weights[j]))
+            << "token " << t << " choice " << j;
+      }
+    }
+  }
+}
+
+constexpr Target kRouteTargets[] = {kTargets[0], kTargets[1]};
+INSTANTIATE_TEST_SUITE_P(Backends, BackendMoeRoute, ::testing::ValuesIn(kRouteTargets),
+                         [](const ::testing::TestParamInfo<Target>& param) { return std::string(param.param.name); });
+
+}  // namespace
+}  // namespace ds::testing
