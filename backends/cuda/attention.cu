@@ -55,9 +55,10 @@ __device__ inline KeySplits ActiveSplits(const AttentionArgs& a, SplitRule rule)
   return k;
 }
 
-// out[t, h] from the splits' partials, by the block's threads.
+// out[t, h]'s elements dim0 + threadIdx.x, + dim_step, ... from the splits' partials, by the
+// block's threads.
 __device__ void CombineSplits(const AttentionArgs& a, int64_t splits, const float* partials, int64_t t, int64_t h,
-                              int64_t active) {
+                              int64_t active, int64_t dim0, int64_t dim_step) {
   // Each split's weight exp(max_s - global max) (0 for a split without keys) and the total, by
   // the first warp; then every thread sums its output elements over the splits. A thread's first
   // element's values of the first kEarly splits load with the maxima and sums, not after them.
@@ -66,10 +67,11 @@ __device__ void CombineSplits(const AttentionArgs& a, int64_t splits, const floa
   __shared__ float total;
   const int64_t dv = a.head_dim_v;
   const float* base = partials + PartialIndex(t, h, 0, a.n_heads, splits, dv);
+  const int64_t first = dim0 + threadIdx.x;
   float early[kEarly];
-  if (threadIdx.x < dv) {
+  if (first < dv) {
 #pragma unroll
-    for (int u = 0; u < kEarly; ++u) early[u] = u < active ? __ldcg(base + u * (dv + 2) + 2 + threadIdx.x) : 0.0f;
+    for (int u = 0; u < kEarly; ++u) early[u] = u < active ? __ldcg(base + u * (dv + 2) + 2 + first) : 0.0f;
   }
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
@@ -87,10 +89,10 @@ __device__ void CombineSplits(const AttentionArgs& a, int64_t splits, const floa
   }
   __syncthreads();
   float* out = a.out + t * a.out_stride + h * dv;
-  for (int64_t i = threadIdx.x; i < dv; i += blockDim.x) {
+  for (int64_t i = first; i < dv; i += dim_step) {
     float acc = 0.0f;
     int64_t s = 0;
-    if (i == threadIdx.x) {
+    if (i == first) {
 #pragma unroll
       for (int u = 0; u < kEarly; ++u)
         if (u < active) acc = fmaf(early[u], weight[u], acc);
@@ -208,13 +210,14 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionSplitKernel(Attentio
     if (last) *counter = 0;
   }
   __syncthreads();
-  if (last) CombineSplits(a, splits, partials, t, h, ks.splits);
+  if (last) CombineSplits(a, splits, partials, t, h, ks.splits, 0, blockDim.x);
 }
 
 __global__ void AttentionCombineKernel(AttentionArgs a, SplitRule rule, int64_t splits, const float* partials) {
   const int64_t active = ActiveSplits(a, rule).splits;  // the pass's position: readable before the wait
   WaitForPreviousKernels();
-  CombineSplits(a, splits, partials, blockIdx.y, blockIdx.x, active);
+  CombineSplits(a, splits, partials, blockIdx.y, blockIdx.x, active, blockIdx.z * blockDim.x,
+                gridDim.z * blockDim.x);
 }
 
 // --- the tile kernel -----------------------------------------------------------------------------
@@ -279,21 +282,20 @@ __device__ inline void CopyTileRows(const AttentionArgs& a, int64_t kv, int64_t 
 // Block (x, t, split): row t's query heads of part x (TileHeads) over the split's keys, a tile
 // of kTileKeys at a time: the tile's key and value rows copied to shared memory together, the
 // scores (kScoreLanes lanes a key, all heads), the online softmax per head (a warp per head),
-// then the weighted values (kDims output elements a thread, all heads). The partial per head
-// goes to `partials`; AttentionCombineKernel merges them. A head's arithmetic does not depend on
+// then the weighted values (kDims output elements a thread, all heads; kValuesInKeys: the
+// values are the key rows' start, ValuesInKeyRows). The partial per head goes to `partials`; AttentionCombineKernel merges them. A head's arithmetic does not depend on
 // which heads share its block or on how many rows the pass has.
-template <int kHeads, int kDims>
+template <int kHeads, int kDims, bool kValuesInKeys>
 __global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArgs a, SplitRule rule, int64_t splits,
                                                                     float* partials) {
   extern __shared__ float4 tile_smem[];
   const int64_t dqk = a.head_dim_qk, dv = a.head_dim_v, k_pitch = dqk + 4;
-  const bool values_in_keys = ValuesInKeyRows(a);
   float* q = reinterpret_cast<float*>(tile_smem);
   float* keys = q + kHeads * dqk;
-  float* own_values = values_in_keys ? nullptr : keys + kTileKeys * k_pitch;  // CopyTileRows' values
-  const float* values = values_in_keys ? keys : own_values;
-  const int64_t v_pitch = values_in_keys ? k_pitch : dv;
-  float* prob = keys + kTileKeys * k_pitch + (values_in_keys ? 0 : kTileKeys * dv);
+  float* own_values = kValuesInKeys ? nullptr : keys + kTileKeys * k_pitch;  // CopyTileRows' values
+  const float* values = kValuesInKeys ? keys : own_values;
+  const int64_t v_pitch = kValuesInKeys ? k_pitch : dv;
+  float* prob = keys + kTileKeys * k_pitch + (kValuesInKeys ? 0 : kTileKeys * dv);
   float* state = prob + kHeads * kTileKeys;  // [kHeads][max, sum, correction]
   const int64_t t = blockIdx.y, split = blockIdx.z;
   int64_t kv, h0;
@@ -450,10 +452,14 @@ __global__ void CausalSoftmaxKernel(float* scores, int64_t T, int64_t S, int64_t
 
 namespace {
 
-// Query heads per block of the tile kernel: as many of a kv head's as its group has, up to 8.
+// Query heads per block of the tile kernel: as many of a kv head's as its group has, up to 8,
+// and up to 4 for values wider than a thread each (MLA's 512): twice the blocks over the short
+// splits of a few hundred keys (V2-Lite on the H100: 240 -> 247 tok/s at 512 keys, 195 -> 208 at
+// 4096, bench/RESULTS.md).
 int TileHeadsPerBlock(const AttentionArgs& a) {
   const int64_t group = a.n_heads / a.n_kv_heads;
-  return group >= 5 ? 8 : group >= 3 ? 4 : static_cast<int>(group);
+  if (group >= 5 && a.head_dim_v <= kTileThreads) return 8;
+  return group >= 3 ? 4 : static_cast<int>(group);
 }
 
 // The tile kernel takes heads whose rows are whole 16-byte pieces, values up to
@@ -467,19 +473,22 @@ bool UseTileKernel(const AttentionArgs& a) {
 
 SplitRule RuleFor(const AttentionArgs& a) { return UseTileKernel(a) ? kTileRule : kWarpPerKeyRule; }
 
-// The second kernel that merges the splits' partials, a block per (head, row).
+// The second kernel that merges the splits' partials, a block per (head, row, 128 output
+// elements): a thread per element (MLA's 512-wide heads in four blocks each, not one).
 cudaError_t LaunchCombine(const AttentionArgs& a, SplitRule rule, int64_t splits, const float* partials,
                           cudaStream_t stream) {
-  return Launch(AttentionCombineKernel, dim3(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T)), 128, 0,
-                stream, a, rule, splits, partials);
+  constexpr int kThreads = 128;
+  const dim3 grid(static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.T),
+                  static_cast<unsigned>((a.head_dim_v + kThreads - 1) / kThreads));
+  return Launch(AttentionCombineKernel, grid, kThreads, 0, stream, a, rule, splits, partials);
 }
 
-template <int kHeads, int kDims>
+template <int kHeads, int kDims, bool kValuesInKeys>
 cudaError_t LaunchTileKernel(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.n_kv_heads * TileBlocksPerKvHead(a, kHeads)), static_cast<unsigned>(a.T),
                   static_cast<unsigned>(splits));
   const size_t smem = TileSmemFloats(a, kHeads) * sizeof(float);
-  auto* kernel = AttentionTileKernel<kHeads, kDims>;
+  auto* kernel = AttentionTileKernel<kHeads, kDims, kValuesInKeys>;
   if (cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       err != cudaSuccess)
     return err;
@@ -492,8 +501,12 @@ cudaError_t LaunchTileKernel(const AttentionArgs& a, int64_t splits, float* part
 // kHeads query heads a block, values of at most 128 (the distills) or 512 (MLA) elements.
 template <int kHeads>
 cudaError_t LaunchTileKernelFor(const AttentionArgs& a, int64_t splits, float* partials, cudaStream_t stream) {
-  if (a.head_dim_v <= kTileThreads) return LaunchTileKernel<kHeads, 1>(a, splits, partials, stream);
-  return LaunchTileKernel<kHeads, kTileMaxDimsPerThread>(a, splits, partials, stream);
+  const bool in_keys = ValuesInKeyRows(a);
+  if (a.head_dim_v <= kTileThreads)
+    return in_keys ? LaunchTileKernel<kHeads, 1, true>(a, splits, partials, stream)
+                   : LaunchTileKernel<kHeads, 1, false>(a, splits, partials, stream);
+  return in_keys ? LaunchTileKernel<kHeads, kTileMaxDimsPerThread, true>(a, splits, partials, stream)
+                 : LaunchTileKernel<kHeads, kTileMaxDimsPerThread, false>(a, splits, partials, stream);
 }
 
 }  // namespace

@@ -131,8 +131,9 @@ __device__ __forceinline__ void InverseRms(const float* __restrict__ x, int64_t 
 // Each warp (or `slices` warps) computes R output rows: an activation chunk loaded once serves R
 // weight rows, which keeps the loads of many activation rows (a verification pass) from
 // saturating L1. A row's dot product (and its rms) is summed in the same order whatever M and R
-// are, so its result does not depend on how many rows the call has.
-template <typename W, int M, int R, bool kVec, bool kGateUp, bool kNorm>
+// are, so its result does not depend on how many rows the call has. kGroups: options.groups
+// blocks of rows, each with its own columns of x and y (Backend::HeadsMatmul).
+template <typename W, int M, int R, bool kVec, bool kGateUp, bool kNorm, bool kGroups>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restrict__ x, int64_t xs, int m,
                                                           const W* __restrict__ w, const W* __restrict__ w2,
                                                           int64_t ws, int64_t n, int64_t k,
@@ -143,8 +144,8 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices) * R;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
   float acc[R * kMats * M] = {};  // [(q * kMats + j) * M + r]: weight row q, matrix j, activation row r
-  if (options.groups > 1 && row0 < n) {  // a warp's R rows lie in one group (checked at launch)
-    const int64_t group_rows = n / options.groups, g = row0 / group_rows;
+  if constexpr (kGroups) {  // a warp's R rows lie in one group (checked at launch)
+    const int64_t group_rows = n / options.groups, g = min(row0, n - 1) / group_rows;
     x += g * options.x_group_step;
     y += g * (options.y_group_step - group_rows);  // y[r * ys + row]: group g's row j at g * y_group_step + j
   }
@@ -271,8 +272,14 @@ cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* 
   const bool vec = Vectorizable(w, ws, k) && Vectorizable(x, xs, k) && (!kGateUp || Vectorizable(w2, ws, k)) &&
                    (!options.norm || Vectorizable(options.norm, 0, k)) &&
                    (options.groups == 1 || options.x_group_step % 4 == 0);
-  auto kernel = options.norm ? (vec ? GemvKernel<W, M, R, true, kGateUp, true> : GemvKernel<W, M, R, false, kGateUp, true>)
-                             : (vec ? GemvKernel<W, M, R, true, kGateUp, false> : GemvKernel<W, M, R, false, kGateUp, false>);
+  auto kernel = options.norm
+                    ? (vec ? GemvKernel<W, M, R, true, kGateUp, true, false> : GemvKernel<W, M, R, false, kGateUp, true, false>)
+                    : (vec ? GemvKernel<W, M, R, true, kGateUp, false, false>
+                           : GemvKernel<W, M, R, false, kGateUp, false, false>);
+  if constexpr (!kGateUp) {
+    if (options.groups > 1)
+      kernel = vec ? GemvKernel<W, M, R, true, false, false, true> : GemvKernel<W, M, R, false, false, false, true>;
+  }
   return Launch(kernel, static_cast<unsigned>(blocks), kWarps * 32, 0, stream, x, xs, static_cast<int>(m), w, w2, ws,
                 n, k, bias, y, ys, slices, options);
 }
@@ -316,10 +323,7 @@ __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __re
     h[pair * e.inter + row] = valid ? acc[0] / (1.0f + expf(-acc[0])) * acc[1] : 0.0f;
 }
 
-// out[t, r] = sum_j weights[t, j] * (h[(t, j)] · down_e[r]). Lane j of each warp looks up the
-// token's expert j (id, matrix, weight) so the top_k lookups overlap, and kExpertsAtOnce experts'
-// weight rows stream together: their loads are in flight at once, not one expert after another.
-constexpr int kExpertsAtOnce = 4;
+// out[t, r] = sum_j weights[t, j] * (h[(t, j)] · down_e[r]).
 template <typename W, bool kVec>
 __global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __restrict__ h, const int32_t* __restrict__ ids,
                                                              int64_t ids_stride, const float* __restrict__ weights,
@@ -330,51 +334,15 @@ __global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __rest
   const int64_t t = blockIdx.y;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
   WaitForPreviousKernels();
-  const W* my_down = nullptr;  // lane j < top_k: expert j's row `row`, or null for an invalid id
-  float my_weight = 0.0f;
-  if (lane < top_k && row < e.hidden) {
-    const int32_t id = ids[t * ids_stride + lane];
-    if (id >= 0 && id < e.n_experts) {
-      my_down = static_cast<const W*>(e.down[id]) + row * e.down_stride;
-      my_weight = weights[t * weights_stride + lane];
-    }
-  }
   float acc[1] = {0.0f};
-  for (int64_t j0 = 0; j0 < top_k; j0 += kExpertsAtOnce) {  // top_k <= kMoeDecodeMaxTopK: a lane each
-    const W* down[kExpertsAtOnce];
-    float weight[kExpertsAtOnce], part[kExpertsAtOnce];
-#pragma unroll
-    for (int u = 0; u < kExpertsAtOnce; ++u) {
-      const int src = static_cast<int>(min(j0 + u, top_k - 1));
-      down[u] = reinterpret_cast<const W*>(__shfl_sync(0xffffffffu, reinterpret_cast<uintptr_t>(my_down), src));
-      weight[u] = __shfl_sync(0xffffffffu, my_weight, src);
-      if (j0 + u >= top_k) down[u] = nullptr;
-      part[u] = 0.0f;
+  if (row < e.hidden) {
+    for (int64_t j = 0; j < top_k; ++j) {
+      const int32_t id = ids[t * ids_stride + j];
+      if (id < 0 || id >= e.n_experts) continue;
+      const W* down = static_cast<const W*>(e.down[id]) + row * e.down_stride;
+      acc[0] += weights[t * weights_stride + j] *
+                DotPartial<W, kVec>(h + (t * top_k + j) * e.inter, down, e.inter, start, step);
     }
-    if constexpr (kVec) {
-      for (int64_t c = start; c < e.inter / 8; c += step) {
-        float wf[kExpertsAtOnce][8], xf[kExpertsAtOnce][8];
-#pragma unroll
-        for (int u = 0; u < kExpertsAtOnce; ++u) {
-          if (!down[u]) continue;
-          LoadStream8(down[u] + c * 8, wf[u]);
-          Load8(h + (t * top_k + j0 + u) * e.inter + c * 8, xf[u]);
-        }
-#pragma unroll
-        for (int u = 0; u < kExpertsAtOnce; ++u) {
-          if (!down[u]) continue;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) part[u] = fmaf(wf[u][i], xf[u][i], part[u]);
-        }
-      }
-    } else {
-#pragma unroll
-      for (int u = 0; u < kExpertsAtOnce; ++u)
-        if (down[u]) part[u] = DotPartial<W, false>(h + (t * top_k + j0 + u) * e.inter, down[u], e.inter, start, step);
-    }
-#pragma unroll
-    for (int u = 0; u < kExpertsAtOnce; ++u)
-      if (down[u]) acc[0] += weight[u] * part[u];
   }
   SumSlices<1>(acc, slices);
   if (row < e.hidden && warp % slices == 0 && lane == 0) out[t * out_stride + row] = acc[0];
@@ -385,7 +353,7 @@ cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t*
                            const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& e,
                            float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream) {
   const int64_t pairs = T * top_k;
-  if (pairs > 65535 || T > 65535 || top_k > kMoeDecodeMaxTopK) return cudaErrorInvalidValue;
+  if (pairs > 65535 || T > 65535) return cudaErrorInvalidValue;
   // Gate/up: expert matrices are contiguous allocations (checked by the caller), x rows aligned.
   const bool vec_up = e.gate_up_stride % 8 == 0 && e.hidden % 8 == 0 && xs % 4 == 0 &&
                       reinterpret_cast<uintptr_t>(x) % 16 == 0;
