@@ -357,9 +357,9 @@ cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t*
   // Gate/up: expert matrices are contiguous allocations (checked by the caller), x rows aligned.
   const bool vec_up = e.gate_up_stride % 8 == 0 && e.hidden % 8 == 0 && xs % 4 == 0 &&
                       reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  // Slices from the matrix shape alone, not the token count: a token's result is then the same
-  // in a verification pass as in a decode step.
-  const int up_slices = SlicesFor(e.inter, sm_count);
+  // Slices from the model's shape alone (the rows of its top_k experts), not the token count:
+  // a token's result is then the same in a verification pass as in a decode step.
+  const int up_slices = SlicesFor(e.inter * top_k, sm_count);
   const dim3 up_grid(Blocks(e.inter, kWarps / up_slices, 2147483647), static_cast<unsigned>(pairs));
   if (cudaError_t err = Launch(vec_up ? MoeGateUpKernel<W, true> : MoeGateUpKernel<W, false>, up_grid, kWarps * 32, 0,
                                stream, x, xs, ids, ids_stride, top_k, e, h, up_slices);
