@@ -87,6 +87,23 @@ absl::Status Backend::RopeAndStoreKv(const Tensor& q, const Tensor& k, const Ten
   return WriteRows(v, v_cache, at);
 }
 
+absl::Status Backend::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at,
+                                      const Tensor& kv, const Tensor& kv_norm, float eps, int64_t rot_dim,
+                                      const RopeTable& table, RopeLayout layout, const Position& at,
+                                      const Tensor& q_latent, int64_t q_latent_head_dim, const Tensor& latent_cache) {
+  const int64_t r = kv.cols - rot_dim, q_rope_to = q_latent_head_dim - rot_dim;
+  if (absl::Status s = RmsNorm(kv.Cols(0, r), kv_norm, eps, kv.Cols(0, r)); !s.ok()) return s;
+  if (absl::Status s = Rope(kv.Cols(r, rot_dim), 1, rot_dim, rot_dim, table, layout, at); !s.ok()) return s;
+  if (absl::Status s = WriteRows(kv, latent_cache, at); !s.ok()) return s;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    absl::Status s =
+        Copy(q.Cols(h * q_head_dim + q_rope_at, rot_dim), q_latent.Cols(h * q_latent_head_dim + q_rope_to, rot_dim));
+    if (!s.ok()) return s;
+  }
+  return Rope(q_latent.Cols(q_rope_to, q_latent.cols - q_rope_to), n_heads, q_latent_head_dim, rot_dim, table, layout,
+              at);
+}
+
 absl::Status Backend::BeginRecording() {
   return absl::UnimplementedError(absl::StrCat(name(), ": this backend cannot record passes"));
 }
@@ -109,14 +126,5 @@ Tensor Tensor::Cols(int64_t begin, int64_t n) const {
   return t;
 }
 
-Tensor Tensor::Reshape(int64_t new_rows, int64_t new_cols) const {
-  if (!valid() || !contiguous() || new_rows < 0 || new_cols < 0 || new_rows * new_cols != rows * cols ||
-      (IsBlockQuantized(dtype) && new_cols % kQuantBlock != 0))
-    return {};
-  Tensor t = *this;
-  t.rows = new_rows;
-  t.cols = t.stride = new_cols;
-  return t;
-}
 
 }  // namespace ds

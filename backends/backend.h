@@ -39,9 +39,6 @@ struct Tensor {
   size_t nbytes() const { return static_cast<size_t>(rows) * RowBytes(dtype, cols); }
   Tensor Rows(int64_t begin, int64_t n) const;
   Tensor Cols(int64_t begin, int64_t n) const;
-  // The same elements as `rows` x `cols`, e.g. [T, heads * d] as [T * heads, d]: a contiguous
-  // tensor only (anything else gives an invalid tensor, which the ops refuse).
-  Tensor Reshape(int64_t rows, int64_t cols) const;
   template <typename T>
   T* ptr() const { return static_cast<T*>(data); }
 };
@@ -143,6 +140,16 @@ class Backend {
   virtual absl::Status RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim,
                                       int64_t rot_dim, const RopeTable& table, RopeLayout layout, const Position& at,
                                       const Tensor& k_cache, const Tensor& v_cache);
+  // MLA's step between its projections and its attention, one pass where a backend fuses it.
+  // kv [T, r + rot_dim] is the pass's [c_kv | k_pe]: rms_norm(c_kv) * kv_norm (eps) and the
+  // rotated k_pe go into latent_cache's rows at the position (kv itself may be overwritten).
+  // q's n_heads heads (q_head_dim apart) have their rope part at columns [q_rope_at, q_rope_at +
+  // rot_dim): rotated, it goes into the last rot_dim columns of each q_latent head
+  // (q_latent_head_dim apart), beside the absorbed W_UKᵀ q_nope (HeadsMatmul).
+  virtual absl::Status MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at,
+                                       const Tensor& kv, const Tensor& kv_norm, float eps, int64_t rot_dim,
+                                       const RopeTable& table, RopeLayout layout, const Position& at,
+                                       const Tensor& q_latent, int64_t q_latent_head_dim, const Tensor& latent_cache);
   // Causal softmax attention. q [T, n_heads * head_dim_qk], k [S, n_kv_heads * head_dim_qk],
   // v [S, n_kv_heads * head_dim_v], out [T, n_heads * head_dim_v], S >= pos0 + T.
   virtual absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,

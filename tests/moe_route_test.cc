@@ -79,7 +79,8 @@ TEST_P(BackendMoeRoute, MatchesTheReference) {
       {16, {.n_group = 4, .topk_group = 2, .top_k = 4, .norm_topk_prob = true, .routed_scaling_factor = 1.0f}, 5},
       {512, {.n_group = 64, .topk_group = 7, .top_k = 13, .norm_topk_prob = true, .routed_scaling_factor = 1.5f}, 3},
       {40, {.n_group = 40, .topk_group = 5, .top_k = 5, .norm_topk_prob = true, .routed_scaling_factor = 1.0f}, 2},
-      {32, {.n_group = 8, .topk_group = 2, .top_k = 6, .norm_topk_prob = true, .routed_scaling_factor = 1.0f}, 4, -1.0f},
+      {32, {.n_group = 8, .topk_group = 2, .top_k = 6, .norm_topk_prob = true, .routed_scaling_factor = 1.0f}, 4,
+       -1.0f},
   };
   std::mt19937 rng(9);
   for (const Case& c : cases) {

@@ -1,5 +1,6 @@
 // Backend::RopeAndStoreKv (rope on q's and k's heads, then k and v into the KV cache; on CUDA one
-// kernel) against an f64 reference on each backend: q, k and v as column ranges of one qkv row
+// kernel) and MLA's Backend::MlaRopeAndStore (c_kv's norm and k_pe's rope into the latent cache,
+// q_pe's rope into the latent query) against f64 references on each backend: q, k and v as column ranges of one qkv row
 // as a layer's projection leaves them, rotate-half and interleaved layouts, partial rotation
 // (rot_dim < head_dim), one and several rows, and on CUDA the position read from the device. The
 // caches have rows before and after the pass's, which must keep what they held.
@@ -102,6 +103,95 @@ TEST_P(RopeAndStoreKv, MatchesAnF64Reference) {
         ASSERT_EQ(got_k[r * kv_cols + j], got[t * cols + q_cols + j]) << "k cache row " << r << " col " << j;
         ASSERT_EQ(got_v[r * kv_cols + j], qkv[t * cols + q_cols + kv_cols + j]) << "v cache row " << r << " col " << j;
       }
+    }
+  }
+}
+
+// Rotates pair i of x (rot_dim values) in place in f64, as transformers: a float32 angle.
+void RotateReference(double* x, int64_t i, int64_t half, RopeLayout layout, float pos, float inv_freq, float factor) {
+  const double angle = static_cast<double>(pos * inv_freq);
+  const double cs = std::cos(angle) * factor, sn = std::sin(angle) * factor;
+  const int64_t a = layout == RopeLayout::kInterleaved ? 2 * i : i;
+  const int64_t b = layout == RopeLayout::kInterleaved ? 2 * i + 1 : i + half;
+  const double x0 = x[a], x1 = x[b];
+  x[a] = x0 * cs - x1 * sn;
+  x[b] = x1 * cs + x0 * sn;
+}
+
+// MLA: the pass's cache rows [rms_norm(c_kv) * norm | rope(k_pe)], and rope(q_pe) of each head
+// beside the latent query's first r columns, which keep what they held, as do the cache's other rows.
+TEST_P(RopeAndStoreKv, MlaMatchesAnF64Reference) {
+  const auto [target, position_on_device] = GetParam();
+  DS_SKIP_IF_NO_DEVICE(target);
+  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  Backend& b = **backend;
+  struct MlaCase {
+    int64_t T, pos0, heads, nope, r, rope;
+    RopeLayout layout;
+  };
+  // V2-Lite's decode step and a verification pass; the tiny fixture's shape; the other layout.
+  const MlaCase cases[] = {{1, 7, 16, 128, 512, 64, RopeLayout::kInterleaved},
+                           {5, 4090, 16, 128, 512, 64, RopeLayout::kInterleaved},
+                           {3, 0, 4, 32, 64, 16, RopeLayout::kInterleaved},
+                           {2, 30, 3, 8, 40, 8, RopeLayout::kHalf}};
+  std::mt19937 rng(15);
+  std::normal_distribution<float> normal;
+  const float sentinel = 1234.5f, factor = 0.75f, eps = 1e-6f;
+  for (const MlaCase& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "T " << c.T << " pos0 " << c.pos0 << " heads " << c.heads << " r " << c.r);
+    const int64_t qk = c.nope + c.rope, width = c.r + c.rope, half = c.rope / 2, cache_rows = c.pos0 + c.T + 3;
+    std::vector<float> q(c.T * c.heads * qk), kv(c.T * width), norm(c.r), q_latent(c.T * c.heads * width),
+        inv_freq(half), cache(cache_rows * width, sentinel);
+    for (auto* v : {&q, &kv, &norm, &q_latent})
+      for (float& f : *v) f = normal(rng);
+    for (int64_t i = 0; i < half; ++i)
+      inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * static_cast<double>(i) / c.rope));
+    auto t_q = b.Alloc(DType::kF32, c.T, c.heads * qk), t_kv = b.Alloc(DType::kF32, c.T, width);
+    auto t_norm = b.Alloc(DType::kF32, 1, c.r), t_freq = b.Alloc(DType::kF32, 1, half);
+    auto t_latent = b.Alloc(DType::kF32, c.T, c.heads * width), t_cache = b.Alloc(DType::kF32, cache_rows, width);
+    ASSERT_TRUE(t_q.ok() && t_kv.ok() && t_norm.ok() && t_freq.ok() && t_latent.ok() && t_cache.ok());
+    ASSERT_TRUE(b.Upload(q.data(), *t_q).ok() && b.Upload(kv.data(), *t_kv).ok() &&
+                b.Upload(norm.data(), *t_norm).ok() && b.Upload(inv_freq.data(), *t_freq).ok() && b.Upload(q_latent.data(), *t_latent).ok() &&
+                b.Upload(cache.data(), *t_cache).ok());
+    Position at(c.pos0);
+    if (position_on_device) {
+      auto pos = b.Alloc(DType::kI32, 1, 1);
+      const int32_t pos0 = static_cast<int32_t>(c.pos0);
+      ASSERT_TRUE(pos.ok() && b.Upload(&pos0, *pos).ok());
+      at.device = *pos;
+    }
+    const RopeTable table{.inv_freq = *t_freq, .attention_factor = factor};
+    ASSERT_TRUE(b.MlaRopeAndStore(*t_q, c.heads, qk, c.nope, *t_kv, *t_norm, eps, c.rope, table, c.layout, at,
+                                  *t_latent, width, *t_cache)
+                    .ok());
+    std::vector<float> got_latent(q_latent.size()), got_cache(cache.size());
+    ASSERT_TRUE(b.Download(*t_latent, got_latent.data()).ok() && b.Download(*t_cache, got_cache.data()).ok());
+    for (int64_t t = 0; t < c.T; ++t) {
+      const float pos = static_cast<float>(c.pos0 + t);
+      for (int64_t h = 0; h < c.heads; ++h) {
+        std::vector<double> pe(q.begin() + (t * c.heads + h) * qk + c.nope, q.begin() + (t * c.heads + h + 1) * qk);
+        for (int64_t i = 0; i < half; ++i) RotateReference(pe.data(), i, half, c.layout, pos, inv_freq[i], factor);
+        const int64_t head = (t * c.heads + h) * width;
+        for (int64_t j = 0; j < c.r; ++j)
+          ASSERT_EQ(got_latent[head + j], q_latent[head + j]) << "row " << t << " head " << h << " latent col " << j;
+        for (int64_t j = 0; j < c.rope; ++j)
+          ASSERT_NEAR(got_latent[head + c.r + j], pe[j], 2e-5) << "row " << t << " head " << h << " q_pe " << j;
+      }
+      const float* x = kv.data() + t * width;
+      double sum_sq = 0.0;
+      for (int64_t i = 0; i < c.r; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+      const double inv_rms = 1.0 / std::sqrt(sum_sq / static_cast<double>(c.r) + eps);
+      std::vector<double> k_pe(x + c.r, x + width);
+      for (int64_t i = 0; i < half; ++i) RotateReference(k_pe.data(), i, half, c.layout, pos, inv_freq[i], factor);
+      const float* row = got_cache.data() + (c.pos0 + t) * width;
+      for (int64_t i = 0; i < c.r; ++i)
+        ASSERT_NEAR(row[i], norm[i] * (x[i] * inv_rms), 2e-5) << "row " << t << " c_kv " << i;
+      for (int64_t i = 0; i < c.rope; ++i) ASSERT_NEAR(row[c.r + i], k_pe[i], 2e-5) << "row " << t << " k_pe " << i;
+    }
+    for (int64_t row = 0; row < cache_rows; ++row) {
+      if (row >= c.pos0 && row < c.pos0 + c.T) continue;
+      for (int64_t i = 0; i < width; ++i) ASSERT_EQ(got_cache[row * width + i], sentinel) << "cache row " << row;
     }
   }
 }

@@ -283,7 +283,8 @@ __device__ inline void CopyTileRows(const AttentionArgs& a, int64_t kv, int64_t 
 // of kTileKeys at a time: the tile's key and value rows copied to shared memory together, the
 // scores (kScoreLanes lanes a key, all heads), the online softmax per head (a warp per head),
 // then the weighted values (kDims output elements a thread, all heads; kValuesInKeys: the
-// values are the key rows' start, ValuesInKeyRows). The partial per head goes to `partials`; AttentionCombineKernel merges them. A head's arithmetic does not depend on
+// values are the key rows' start, ValuesInKeyRows). The partial per head goes to `partials`;
+// AttentionCombineKernel merges them. A head's arithmetic does not depend on
 // which heads share its block or on how many rows the pass has.
 template <int kHeads, int kDims, bool kValuesInKeys>
 __global__ void __launch_bounds__(kTileThreads) AttentionTileKernel(AttentionArgs a, SplitRule rule, int64_t splits,

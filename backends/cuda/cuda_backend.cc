@@ -219,6 +219,36 @@ absl::Status CudaBackend::RopeAndStoreKv(const Tensor& q, const Tensor& k, const
   return Check(LaunchRopeAndStoreKv(args, q.rows, stream()), "rope_and_store_kv");
 }
 
+absl::Status CudaBackend::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at,
+                                          const Tensor& kv, const Tensor& kv_norm, float eps, int64_t rot_dim,
+                                          const RopeTable& table, RopeLayout layout, const Position& at,
+                                          const Tensor& q_latent, int64_t q_latent_head_dim,
+                                          const Tensor& latent_cache) {
+  const MlaRopeAndStoreArgs args{.q = q.ptr<float>(),
+                                 .q_stride = q.stride,
+                                 .n_heads = n_heads,
+                                 .q_head_dim = q_head_dim,
+                                 .q_rope_at = q_rope_at,
+                                 .kv = kv.ptr<float>(),
+                                 .kv_stride = kv.stride,
+                                 .kv_lora = kv.cols - rot_dim,
+                                 .kv_norm = kv_norm.ptr<float>(),
+                                 .eps = eps,
+                                 .rot_dim = rot_dim,
+                                 .inv_freq = table.inv_freq.ptr<float>(),
+                                 .attention_factor = table.attention_factor,
+                                 .interleaved = layout == RopeLayout::kInterleaved,
+                                 .pos0 = at.pos0,
+                                 .pos0_device = at.device.valid() ? at.device.ptr<int32_t>() : nullptr,
+                                 .q_latent = q_latent.ptr<float>(),
+                                 .q_latent_stride = q_latent.stride,
+                                 .q_latent_head_dim = q_latent_head_dim,
+                                 .cache = latent_cache.ptr<float>(),
+                                 .cache_stride = latent_cache.stride,
+                                 .cache_rows = latent_cache.rows};
+  return Check(LaunchMlaRopeAndStore(args, q.rows, stream()), "mla_rope_and_store");
+}
+
 absl::Status CudaBackend::MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
                                    const Tensor& ids, const Tensor& weights) {
   if (logits.cols > kMaxExperts || routing.n_group > kMaxGroups)

@@ -99,6 +99,10 @@ class CudaBackend final : public Backend {
   absl::Status RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim, int64_t rot_dim,
                               const RopeTable& table, RopeLayout layout, const Position& at, const Tensor& k_cache,
                               const Tensor& v_cache) override;
+  absl::Status MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at,
+                               const Tensor& kv, const Tensor& kv_norm, float eps, int64_t rot_dim,
+                               const RopeTable& table, RopeLayout layout, const Position& at, const Tensor& q_latent,
+                               int64_t q_latent_head_dim, const Tensor& latent_cache) override;
   absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,
                          const AttentionShape& shape, const Tensor& out) override;
   absl::Status MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,

@@ -126,14 +126,18 @@ __device__ __forceinline__ void RopeTableFor(float pos, const float* inv_freq, i
   }
 }
 
-// Rotates pair i of a head: (x[i], x[i + half]) or, interleaved, (x[2i], x[2i + 1]).
+// Rotates pair i of a head from `from` into `to` (the same place, or another):
+// (x[i], x[i + half]) or, interleaved, (x[2i], x[2i + 1]).
+__device__ __forceinline__ void RotatePairInto(const float* from, float* to, int64_t i, int64_t half,
+                                               bool interleaved, const float* cos_sin) {
+  const int64_t a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+  const float c = cos_sin[i], s = cos_sin[half + i], x0 = from[a], x1 = from[b];
+  to[a] = x0 * c - x1 * s;
+  to[b] = x1 * c + x0 * s;
+}
 __device__ __forceinline__ void RotatePair(float* head, int64_t i, int64_t half, bool interleaved,
                                            const float* cos_sin) {
-  float* a = interleaved ? &head[2 * i] : &head[i];
-  float* b = interleaved ? &head[2 * i + 1] : &head[i + half];
-  const float c = cos_sin[i], s = cos_sin[half + i], x0 = *a, x1 = *b;
-  *a = x0 * c - x1 * s;
-  *b = x1 * c + x0 * s;
+  RotatePairInto(head, head, i, half, interleaved, cos_sin);
 }
 
 __global__ void RopeKernel(float* x, int64_t xs, int64_t n_heads, int64_t head_stride, int64_t half,
@@ -173,6 +177,33 @@ __global__ void RopeAndStoreKvKernel(RopeAndStoreKvArgs a) {
   const float* v = a.v + t * a.v_stride;
   for (int64_t c = threadIdx.x; c < a.kv_heads * a.head_dim; c += blockDim.x) a.k_cache[row * a.k_cache_stride + c] = k[c];
   for (int64_t c = threadIdx.x; c < a.v_cols; c += blockDim.x) a.v_cache[row * a.v_cache_stride + c] = v[c];
+}
+
+// A block per row t of the pass (Backend::MlaRopeAndStore): c_kv's rms as RmsNormKernel finds
+// it, the normalized c_kv and the rotated k_pe into the cache row, the heads' rotated q_pe into
+// q_latent.
+__global__ void MlaRopeAndStoreKernel(MlaRopeAndStoreArgs a) {
+  extern __shared__ float cos_sin[];  // [half] cos, then [half] sin
+  const int64_t t = blockIdx.x, half = a.rot_dim / 2, r = a.kv_lora;
+  const int64_t pos0 = a.pos0_device ? *a.pos0_device : a.pos0;
+  RopeTableFor(static_cast<float>(pos0 + t), a.inv_freq, half, a.attention_factor, cos_sin);
+  WaitForPreviousKernels();
+  const float* kv = a.kv + t * a.kv_stride;
+  float sum_sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < r; i += blockDim.x) sum_sq += kv[i] * kv[i];
+  sum_sq = BlockSum(sum_sq);  // also orders the cos/sin table's writes before its reads
+  const float inv_rms = rsqrtf(sum_sq / static_cast<float>(r) + a.eps);
+  const float* q = a.q + t * a.q_stride + a.q_rope_at;
+  float* q_latent = a.q_latent + t * a.q_latent_stride + (a.q_latent_head_dim - a.rot_dim);
+  for (int64_t j = threadIdx.x; j < a.n_heads * half; j += blockDim.x)
+    RotatePairInto(q + j / half * a.q_head_dim, q_latent + j / half * a.q_latent_head_dim, j % half, half,
+                   a.interleaved, cos_sin);
+  const int64_t row = pos0 + t;
+  if (row < 0 || row >= a.cache_rows) return;
+  float* cache = a.cache + row * a.cache_stride;
+  for (int64_t i = threadIdx.x; i < r; i += blockDim.x) cache[i] = a.kv_norm[i] * (kv[i] * inv_rms);
+  for (int64_t j = threadIdx.x; j < half; j += blockDim.x)
+    RotatePairInto(kv + r, cache + r, j, half, a.interleaved, cos_sin);
 }
 
 }  // namespace
@@ -225,6 +256,12 @@ cudaError_t LaunchRopeAndStoreKv(const RopeAndStoreKvArgs& a, int64_t rows, cuda
   if (rows <= 0) return cudaSuccess;
   if (rows > 2147483647 || a.rot_dim < 2 || a.rot_dim > 8192) return cudaErrorInvalidValue;
   return Launch(RopeAndStoreKvKernel, static_cast<unsigned>(rows), 256, a.rot_dim * sizeof(float), stream, a);
+}
+
+cudaError_t LaunchMlaRopeAndStore(const MlaRopeAndStoreArgs& a, int64_t rows, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (rows > 2147483647 || a.rot_dim < 2 || a.rot_dim > 8192 || a.kv_lora < 1) return cudaErrorInvalidValue;
+  return Launch(MlaRopeAndStoreKernel, static_cast<unsigned>(rows), 256, a.rot_dim * sizeof(float), stream, a);
 }
 
 cudaError_t LaunchWriteRows(const float* x, int64_t xs, int64_t rows, int64_t cols, float* y, int64_t ys,

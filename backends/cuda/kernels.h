@@ -52,6 +52,28 @@ struct RopeAndStoreKvArgs {
   int64_t v_cache_stride, cache_rows;
 };
 cudaError_t LaunchRopeAndStoreKv(const RopeAndStoreKvArgs& args, int64_t rows, cudaStream_t stream);
+// Backend::MlaRopeAndStore, a block per row: kv's c_kv (kv_lora values) normalized and its k_pe
+// (rot_dim values) rotated into the cache row at pos0 + r (rows past cache_rows left out), and
+// each of q's heads' rope part rotated into q_latent's head.
+struct MlaRopeAndStoreArgs {
+  const float* q;
+  int64_t q_stride, n_heads, q_head_dim, q_rope_at;
+  const float* kv;
+  int64_t kv_stride, kv_lora;
+  const float* kv_norm;
+  float eps;
+  int64_t rot_dim;
+  const float* inv_freq;
+  float attention_factor;
+  bool interleaved;
+  int64_t pos0;
+  const int32_t* pos0_device;
+  float* q_latent;
+  int64_t q_latent_stride, q_latent_head_dim;
+  float* cache;
+  int64_t cache_stride, cache_rows;
+};
+cudaError_t LaunchMlaRopeAndStore(const MlaRopeAndStoreArgs& args, int64_t rows, cudaStream_t stream);
 // y[pos0 + r] = x[r] for rows r < rows, with pos0 read from the device; rows past y_rows are
 // left out.
 cudaError_t LaunchWriteRows(const float* x, int64_t x_stride, int64_t rows, int64_t cols, float* y, int64_t y_stride,

@@ -22,8 +22,10 @@ __device__ __forceinline__ int WarpTakeBest(const float (&v)[N], uint32_t& taken
   float best = 0.0f;
   int at = -1;
 #pragma unroll
-  for (int i = 0; i < N; ++i)
-    if (lane + 32 * i < n && !(taken >> i & 1u) && Beats(v[i], lane + 32 * i, best, at)) best = v[i], at = lane + 32 * i;
+  for (int i = 0; i < N; ++i) {
+    const int item = lane + 32 * i;
+    if (item < n && !(taken >> i & 1u) && Beats(v[i], item, best, at)) best = v[i], at = item;
+  }
   for (int offset = 16; offset > 0; offset /= 2) {
     const float other = __shfl_down_sync(0xffffffffu, best, offset);
     const int other_at = __shfl_down_sync(0xffffffffu, at, offset);

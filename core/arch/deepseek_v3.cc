@@ -108,20 +108,16 @@ class DeepseekV3 final : public Model {
     Tensor q = a.q_proj ? ops.NormLinear(x, norm, eps(), *a.q_proj)
                         : ops.NormLinear(ops.NormLinear(x, norm, eps(), *a.q_a_proj), *a.q_a_layernorm, eps(),
                                          *a.q_b_proj);  // [T, heads * qk]
-    // This step's cache rows, made in place: [c_kv | k_pe] = [kv_a_layernorm(c_kv) | rope(k_pe)].
-    Tensor kv = ops.NormLinear(x, norm, eps(), a.kv_a_proj_with_mqa);  // [T, r + rope]
-    if (!ops.ok()) return {};
-    ops.RmsNormInto(kv.Cols(0, r), a.kv_a_layernorm, eps(), kv.Cols(0, r));
-    ops.Rope(kv.Cols(r, rope), 1, rope, rope, rope_, RopeLayout::kInterleaved, at);
-    const Tensor& latent = cache.Layer(layer, 0);  // [c_kv | k_pe] per position
-    ops.WriteRows(kv, latent, at);
+    Tensor kv = ops.NormLinear(x, norm, eps(), a.kv_a_proj_with_mqa);  // [T, r + rope]: [c_kv | k_pe]
 
-    // Absorbed query per head: [W_UKᵀ q_nope | rope(q_pe)], scored against [c_kv | k_pe].
+    // Absorbed query per head: [W_UKᵀ q_nope | rope(q_pe)], scored against the cache's
+    // [kv_a_layernorm(c_kv) | rope(k_pe)], this step's rows of which are written here.
     Tensor q_latent = ops.New(T, heads * (r + rope));
     if (!ops.ok()) return {};
     ops.HeadsMatmulInto(q, qk, a.w_uk_t, heads, q_latent, r + rope);
-    ops.Copy(q.Reshape(T * heads, qk).Cols(nope, rope), q_latent.Reshape(T * heads, r + rope).Cols(r, rope));
-    ops.Rope(q_latent.Cols(r, q_latent.cols - r), heads, r + rope, rope, rope_, RopeLayout::kInterleaved, at);
+    const Tensor& latent = cache.Layer(layer, 0);  // [c_kv | k_pe] per position
+    ops.MlaRopeAndStore(q, heads, qk, nope, kv, a.kv_a_layernorm, eps(), rope, rope_, RopeLayout::kInterleaved, at,
+                        q_latent, r + rope, latent);
     const AttentionShape shape{.n_heads = heads, .n_kv_heads = 1, .head_dim_qk = r + rope,
                                .head_dim_v = r, .scale = softmax_scale_, .position = at};
     Tensor o_latent = ops.Attention(q_latent, latent, latent.Cols(0, r), shape);  // [T, heads * r]

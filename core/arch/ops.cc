@@ -157,6 +157,25 @@ void Ops::RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int6
   Record(backend_.RopeAndStoreKv(q, k, v, head_dim, rot_dim, table, layout, at, k_cache, v_cache));
 }
 
+void Ops::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at, const Tensor& kv,
+                          const Tensor& kv_norm, float eps, int64_t rot_dim, const RopeTable& table, RopeLayout layout,
+                          const Position& at, const Tensor& q_latent, int64_t q_latent_head_dim,
+                          const Tensor& latent_cache) {
+  const bool f32 = q.dtype == DType::kF32 && kv.dtype == DType::kF32 && q_latent.dtype == DType::kF32 &&
+                   latent_cache.dtype == DType::kF32;
+  if (!Check(q.valid() && kv.valid() && kv_norm.valid() && q_latent.valid() && latent_cache.valid() && f32 &&
+                 n_heads > 0 && rot_dim > 0 && rot_dim % 2 == 0 && table.inv_freq.cols == rot_dim / 2 &&
+                 kv.cols > rot_dim && kv_norm.cols == kv.cols - rot_dim && q_rope_at >= 0 &&
+                 q_rope_at + rot_dim <= q_head_dim && (n_heads - 1) * q_head_dim + q_rope_at + rot_dim <= q.cols &&
+                 q_latent_head_dim >= rot_dim && n_heads * q_latent_head_dim <= q_latent.cols && kv.rows == q.rows &&
+                 q_latent.rows == q.rows && latent_cache.cols == kv.cols && at.pos0 >= 0 &&
+                 at.pos0 + kv.rows <= latent_cache.rows,
+             "mla_rope_and_store"))
+    return;
+  Record(backend_.MlaRopeAndStore(q, n_heads, q_head_dim, q_rope_at, kv, kv_norm, eps, rot_dim, table, layout, at,
+                                  q_latent, q_latent_head_dim, latent_cache));
+}
+
 Tensor Ops::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& s) {
   if (!Check(q.valid() && k.valid() && v.valid() && s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0 &&
                  q.cols == s.n_heads * s.head_dim_qk && k.cols == s.n_kv_heads * s.head_dim_qk &&
