@@ -31,6 +31,16 @@ namespace {
 
 std::string MiB(size_t bytes) { return absl::StrCat(bytes >> 20, " MiB"); }
 
+// A pass's rotation in the kernels' terms.
+RopeArgs RopeArgsFor(int64_t rot_dim, const RopeTable& table, RopeLayout layout, const Position& at) {
+  return {.rot_dim = rot_dim,
+          .inv_freq = table.inv_freq.ptr<float>(),
+          .attention_factor = table.attention_factor,
+          .interleaved = layout == RopeLayout::kInterleaved,
+          .pos0 = at.pos0,
+          .pos0_device = at.device.valid() ? at.device.ptr<int32_t>() : nullptr};
+}
+
 }  // namespace
 
 absl::Status CudaBackend::Check(cudaError_t err, const char* what) {
@@ -205,12 +215,7 @@ absl::Status CudaBackend::RopeAndStoreKv(const Tensor& q, const Tensor& k, const
                                 .v_stride = v.stride,
                                 .v_cols = v.cols,
                                 .head_dim = head_dim,
-                                .rot_dim = rot_dim,
-                                .inv_freq = table.inv_freq.ptr<float>(),
-                                .attention_factor = table.attention_factor,
-                                .interleaved = layout == RopeLayout::kInterleaved,
-                                .pos0 = at.pos0,
-                                .pos0_device = at.device.valid() ? at.device.ptr<int32_t>() : nullptr,
+                                .rope = RopeArgsFor(rot_dim, table, layout, at),
                                 .k_cache = k_cache.ptr<float>(),
                                 .k_cache_stride = k_cache.stride,
                                 .v_cache = v_cache.ptr<float>(),
@@ -234,12 +239,7 @@ absl::Status CudaBackend::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int6
                                  .kv_lora = kv.cols - rot_dim,
                                  .kv_norm = kv_norm.ptr<float>(),
                                  .eps = eps,
-                                 .rot_dim = rot_dim,
-                                 .inv_freq = table.inv_freq.ptr<float>(),
-                                 .attention_factor = table.attention_factor,
-                                 .interleaved = layout == RopeLayout::kInterleaved,
-                                 .pos0 = at.pos0,
-                                 .pos0_device = at.device.valid() ? at.device.ptr<int32_t>() : nullptr,
+                                 .rope = RopeArgsFor(rot_dim, table, layout, at),
                                  .q_latent = q_latent.ptr<float>(),
                                  .q_latent_stride = q_latent.stride,
                                  .q_latent_head_dim = q_latent_head_dim,

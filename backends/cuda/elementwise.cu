@@ -158,9 +158,10 @@ __global__ void RopeKernel(float* x, int64_t xs, int64_t n_heads, int64_t head_s
 // rows into the caches at pos0 + t (rows past the caches' end are left out, as LaunchWriteRows).
 __global__ void RopeAndStoreKvKernel(RopeAndStoreKvArgs a) {
   extern __shared__ float cos_sin[];  // [half] cos, then [half] sin
-  const int64_t t = blockIdx.x, half = a.rot_dim / 2;
-  const int64_t pos0 = a.pos0_device ? *a.pos0_device : a.pos0;
-  RopeTableFor(static_cast<float>(pos0 + t), a.inv_freq, half, a.attention_factor, cos_sin);
+  const RopeArgs& rope = a.rope;
+  const int64_t t = blockIdx.x, half = rope.rot_dim / 2;
+  const int64_t pos0 = rope.pos0_device ? *rope.pos0_device : rope.pos0;
+  RopeTableFor(static_cast<float>(pos0 + t), rope.inv_freq, half, rope.attention_factor, cos_sin);
   WaitForPreviousKernels();
   __syncthreads();
   float* q = a.q + t * a.q_stride;
@@ -169,7 +170,7 @@ __global__ void RopeAndStoreKvKernel(RopeAndStoreKvArgs a) {
   for (int64_t j = threadIdx.x; j < (a.q_heads + a.kv_heads) * half; j += blockDim.x) {
     const bool is_q = j < q_pairs;
     const int64_t pair = is_q ? j : j - q_pairs;
-    RotatePair((is_q ? q : k) + pair / half * a.head_dim, pair % half, half, a.interleaved, cos_sin);
+    RotatePair((is_q ? q : k) + pair / half * a.head_dim, pair % half, half, rope.interleaved, cos_sin);
   }
   __syncthreads();  // the block's rotated k is visible to all its threads
   const int64_t row = pos0 + t;
@@ -184,9 +185,10 @@ __global__ void RopeAndStoreKvKernel(RopeAndStoreKvArgs a) {
 // q_latent.
 __global__ void MlaRopeAndStoreKernel(MlaRopeAndStoreArgs a) {
   extern __shared__ float cos_sin[];  // [half] cos, then [half] sin
-  const int64_t t = blockIdx.x, half = a.rot_dim / 2, r = a.kv_lora;
-  const int64_t pos0 = a.pos0_device ? *a.pos0_device : a.pos0;
-  RopeTableFor(static_cast<float>(pos0 + t), a.inv_freq, half, a.attention_factor, cos_sin);
+  const RopeArgs& rope = a.rope;
+  const int64_t t = blockIdx.x, half = rope.rot_dim / 2, r = a.kv_lora;
+  const int64_t pos0 = rope.pos0_device ? *rope.pos0_device : rope.pos0;
+  RopeTableFor(static_cast<float>(pos0 + t), rope.inv_freq, half, rope.attention_factor, cos_sin);
   WaitForPreviousKernels();
   const float* kv = a.kv + t * a.kv_stride;
   float sum_sq = 0.0f;
@@ -194,16 +196,16 @@ __global__ void MlaRopeAndStoreKernel(MlaRopeAndStoreArgs a) {
   sum_sq = BlockSum(sum_sq);  // also orders the cos/sin table's writes before its reads
   const float inv_rms = rsqrtf(sum_sq / static_cast<float>(r) + a.eps);
   const float* q = a.q + t * a.q_stride + a.q_rope_at;
-  float* q_latent = a.q_latent + t * a.q_latent_stride + (a.q_latent_head_dim - a.rot_dim);
+  float* q_latent = a.q_latent + t * a.q_latent_stride + (a.q_latent_head_dim - rope.rot_dim);
   for (int64_t j = threadIdx.x; j < a.n_heads * half; j += blockDim.x)
     RotatePairInto(q + j / half * a.q_head_dim, q_latent + j / half * a.q_latent_head_dim, j % half, half,
-                   a.interleaved, cos_sin);
+                   rope.interleaved, cos_sin);
   const int64_t row = pos0 + t;
   if (row < 0 || row >= a.cache_rows) return;
   float* cache = a.cache + row * a.cache_stride;
   for (int64_t i = threadIdx.x; i < r; i += blockDim.x) cache[i] = a.kv_norm[i] * (kv[i] * inv_rms);
   for (int64_t j = threadIdx.x; j < half; j += blockDim.x)
-    RotatePairInto(kv + r, cache + r, j, half, a.interleaved, cos_sin);
+    RotatePairInto(kv + r, cache + r, j, half, rope.interleaved, cos_sin);
 }
 
 }  // namespace
@@ -254,14 +256,14 @@ cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads
 
 cudaError_t LaunchRopeAndStoreKv(const RopeAndStoreKvArgs& a, int64_t rows, cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
-  if (rows > 2147483647 || a.rot_dim < 2 || a.rot_dim > 8192) return cudaErrorInvalidValue;
-  return Launch(RopeAndStoreKvKernel, static_cast<unsigned>(rows), 256, a.rot_dim * sizeof(float), stream, a);
+  if (rows > 2147483647 || a.rope.rot_dim < 2 || a.rope.rot_dim > 8192) return cudaErrorInvalidValue;
+  return Launch(RopeAndStoreKvKernel, static_cast<unsigned>(rows), 256, a.rope.rot_dim * sizeof(float), stream, a);
 }
 
 cudaError_t LaunchMlaRopeAndStore(const MlaRopeAndStoreArgs& a, int64_t rows, cudaStream_t stream) {
   if (rows <= 0) return cudaSuccess;
-  if (rows > 2147483647 || a.rot_dim < 2 || a.rot_dim > 8192 || a.kv_lora < 1) return cudaErrorInvalidValue;
-  return Launch(MlaRopeAndStoreKernel, static_cast<unsigned>(rows), 256, a.rot_dim * sizeof(float), stream, a);
+  if (rows > 2147483647 || a.rope.rot_dim < 2 || a.rope.rot_dim > 8192 || a.kv_lora < 1) return cudaErrorInvalidValue;
+  return Launch(MlaRopeAndStoreKernel, static_cast<unsigned>(rows), 256, a.rope.rot_dim * sizeof(float), stream, a);
 }
 
 cudaError_t LaunchWriteRows(const float* x, int64_t xs, int64_t rows, int64_t cols, float* y, int64_t ys,

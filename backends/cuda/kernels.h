@@ -31,6 +31,16 @@ cudaError_t LaunchEmbedding(const void* table, bool table_bf16, int64_t table_st
 cudaError_t LaunchRope(float* x, int64_t x_stride, int64_t rows, int64_t n_heads, int64_t head_stride,
                        int64_t rot_dim, const float* inv_freq, float attention_factor, bool interleaved,
                        int64_t pos0, const int32_t* pos0_device, cudaStream_t stream);
+// The rotation of a pass's rows: rot_dim values a head, row r at position pos0 + r (pos0 read
+// from pos0_device where that is not null).
+struct RopeArgs {
+  int64_t rot_dim;
+  const float* inv_freq;
+  float attention_factor;
+  bool interleaved;
+  int64_t pos0;
+  const int32_t* pos0_device;
+};
 // LaunchRope on q's q_heads and k's kv_heads heads (head_dim apart), then k's and v's rows into
 // the caches at pos0 + r, rows past cache_rows left out (Backend::RopeAndStoreKv).
 struct RopeAndStoreKvArgs {
@@ -40,12 +50,8 @@ struct RopeAndStoreKvArgs {
   int64_t k_stride, kv_heads;
   const float* v;
   int64_t v_stride, v_cols;
-  int64_t head_dim, rot_dim;
-  const float* inv_freq;
-  float attention_factor;
-  bool interleaved;
-  int64_t pos0;
-  const int32_t* pos0_device;
+  int64_t head_dim;
+  RopeArgs rope;
   float* k_cache;
   int64_t k_cache_stride;
   float* v_cache;
@@ -62,12 +68,7 @@ struct MlaRopeAndStoreArgs {
   int64_t kv_stride, kv_lora;
   const float* kv_norm;
   float eps;
-  int64_t rot_dim;
-  const float* inv_freq;
-  float attention_factor;
-  bool interleaved;
-  int64_t pos0;
-  const int32_t* pos0_device;
+  RopeArgs rope;
   float* q_latent;
   int64_t q_latent_stride, q_latent_head_dim;
   float* cache;

@@ -35,8 +35,9 @@ failed=0
 ctest --test-dir "$build" --output-on-failure -j8 -E tokenizer_diff || failed=1
 
 # compute-sanitizer: every CUDA golden case and the kernel tests under memcheck; racecheck on the
-# MoE fixture (MLA's warp-per-key attention) and on the kernel tests' shapes (grouped heads: the
-# tile kernel; the GEMV's rms pre-pass; rope and the cache writes), as a golden Qwen2 case under
+# MoE fixture (MLA on the tile kernel, the routing, the expert kernels) and on the kernel tests'
+# shapes (grouped heads: the tile kernel, MLA's latent rows; the GEMV's rms pre-pass and its
+# per-head groups; rope and the cache writes, MLA's too; the routing), as a golden Qwen2 case under
 # racecheck takes minutes.
 export DS_CUDA_PLUGIN=$PWD/$build/libds-cuda.so
 kernel_tests='Backends/Attention.*cuda*:Backends/FusedProjections.*cuda*:Backends/RopeAndStoreKv.*cuda*'
@@ -44,9 +45,13 @@ compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check full \
   "$build/tests/golden_test" --gtest_filter='*cuda*' --gtest_brief=1 || failed=1
 compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check full \
   "$build/tests/unit_test" --gtest_filter="$kernel_tests" --gtest_brief=1 || failed=1
+compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check full \
+  "$build/tests/moe_route_test" --gtest_filter='*cuda*' --gtest_brief=1 || failed=1
 compute-sanitizer --tool racecheck --error-exitcode 1 \
   "$build/tests/golden_test" --gtest_filter='*deepseek_v3_tiny_cuda_bf16*' --gtest_brief=1 || failed=1
 compute-sanitizer --tool racecheck --error-exitcode 1 \
   "$build/tests/unit_test" --gtest_filter="$kernel_tests" --gtest_brief=1 || failed=1
+compute-sanitizer --tool racecheck --error-exitcode 1 \
+  "$build/tests/moe_route_test" --gtest_filter='*cuda*' --gtest_brief=1 || failed=1
 if [ "$failed" = 0 ]; then echo "gpu suite: all passed"; else echo "gpu suite: FAILED"; fi
 exit "$failed"
