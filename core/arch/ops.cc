@@ -30,12 +30,6 @@ Tensor Ops::Tokens(const int32_t* ids, int64_t n) {
   return t;
 }
 
-void Ops::MatmulInto(const Tensor& x, const Tensor& w, const Tensor& y) {
-  if (!Check(x.valid() && w.valid() && y.valid() && x.cols == w.cols && y.rows == x.rows && y.cols == w.rows, "matmul"))
-    return;
-  Record(backend_.Matmul(x, w, nullptr, y));
-}
-
 void Ops::HeadsMatmulInto(const Tensor& x, int64_t x_head_stride, const Tensor& w, int64_t n_heads, const Tensor& y,
                           int64_t y_head_stride) {
   if (!Check(x.valid() && w.valid() && y.valid() && n_heads > 0 && w.rows % n_heads == 0 && x_head_stride >= 0 &&
@@ -53,15 +47,10 @@ Tensor Ops::Linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   return y;
 }
 
-void Ops::RmsNormInto(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) {
-  if (!Check(x.valid() && y.valid() && weight.cols == x.cols && y.rows == x.rows && y.cols == x.cols, "rms_norm"))
-    return;
-  Record(backend_.RmsNorm(x, weight, eps, y));
-}
-
 Tensor Ops::RmsNorm(const Tensor& x, const Tensor& weight, float eps) {
+  if (!Check(x.valid() && weight.cols == x.cols, "rms_norm")) return {};
   Tensor y = New(x.rows, x.cols);
-  RmsNormInto(x, weight, eps, y);
+  if (ok()) Record(backend_.RmsNorm(x, weight, eps, y));
   return y;
 }
 
@@ -81,8 +70,6 @@ Tensor Ops::GateUp(const Tensor& x, const MlpWeights& mlp) {
   if (ok()) Record(backend_.GateUp(x, mlp.gate_proj, mlp.up_proj, h));
   return h;
 }
-
-Tensor Ops::Mlp(const Tensor& x, const MlpWeights& mlp) { return Linear(GateUp(x, mlp), mlp.down_proj); }
 
 Tensor Ops::NormLinear(const Tensor& x, const Tensor& norm, float eps, const Tensor& w, const Tensor* bias) {
   if (!Check(x.valid() && w.valid() && norm.cols == x.cols && x.cols == w.cols && (!bias || bias->cols == w.rows),
@@ -124,23 +111,6 @@ void Ops::Copy(const Tensor& src, const Tensor& dst) {
   if (!Check(src.valid() && dst.valid() && src.rows == dst.rows && src.cols == dst.cols && src.dtype == dst.dtype, "copy"))
     return;
   Record(backend_.Copy(src, dst));
-}
-
-void Ops::WriteRows(const Tensor& src, const Tensor& dst, const Position& at) {
-  if (!Check(src.valid() && dst.valid() && src.cols == dst.cols && src.dtype == dst.dtype && at.pos0 >= 0 &&
-                 at.pos0 + src.rows <= dst.rows,
-             "write_rows"))
-    return;
-  Record(backend_.WriteRows(src, dst, at));
-}
-
-void Ops::Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim, const RopeTable& table,
-               RopeLayout layout, const Position& at) {
-  if (!Check(x.valid() && rot_dim % 2 == 0 && table.inv_freq.cols == rot_dim / 2 &&
-                 (n_heads - 1) * head_stride + rot_dim <= x.cols,
-             "rope"))
-    return;
-  Record(backend_.Rope(x, n_heads, head_stride, rot_dim, table, layout, at));
 }
 
 void Ops::RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim, int64_t rot_dim,

@@ -19,27 +19,21 @@ class Ops {
   Tensor Tokens(const int32_t* ids, int64_t n);  // [1, n] i32 on the backend
 
   Tensor Linear(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);  // x · wᵀ + b
-  void MatmulInto(const Tensor& x, const Tensor& w, const Tensor& y);
   // Per head h: y's head h (y_head_stride apart) = x's head h (x_head_stride apart, w.cols wide)
   // · the h-th of n_heads equal blocks of w's rowsᵀ (Backend::HeadsMatmul).
   void HeadsMatmulInto(const Tensor& x, int64_t x_head_stride, const Tensor& w, int64_t n_heads, const Tensor& y,
                        int64_t y_head_stride);
   Tensor RmsNorm(const Tensor& x, const Tensor& weight, float eps);
-  void RmsNormInto(const Tensor& x, const Tensor& weight, float eps, const Tensor& y);
   Tensor Add(const Tensor& a, const Tensor& b);
   Tensor NormLinear(const Tensor& x, const Tensor& norm, float eps, const Tensor& w,
                     const Tensor* bias = nullptr);  // rms_norm(x) * norm · wᵀ + b
   // residual + x · wᵀ + b
   Tensor LinearAdd(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual);
-  Tensor Mlp(const Tensor& x, const MlpWeights& mlp);  // down(silu(gate(x)) * up(x))
   Tensor GateUp(const Tensor& x, const MlpWeights& mlp);  // silu(gate(x)) * up(x): an MLP's first half
   // silu(gate(n)) * up(n) for n = rms_norm(x) * norm: an MLP's first half after its norm
   Tensor NormGateUp(const Tensor& x, const Tensor& norm, float eps, const MlpWeights& mlp);
   Tensor Embedding(const Tensor& table, const Tensor& ids);
   void Copy(const Tensor& src, const Tensor& dst);
-  void WriteRows(const Tensor& src, const Tensor& dst, const Position& at);  // dst rows pos0.. = src
-  void Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim, const RopeTable& table,
-            RopeLayout layout, const Position& at);
   // Rope on q's and k's heads in place, then k and v into the caches' rows at the position.
   void RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim, int64_t rot_dim,
                       const RopeTable& table, RopeLayout layout, const Position& at, const Tensor& k_cache,
