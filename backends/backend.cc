@@ -126,5 +126,4 @@ Tensor Tensor::Cols(int64_t begin, int64_t n) const {
   return t;
 }
 
-
 }  // namespace ds

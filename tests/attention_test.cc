@@ -69,15 +69,10 @@ TEST_P(Attention, MatchesAnF64Reference) {
       ASSERT_TRUE((*backend)->Upload(v.data(), *tv).ok());
     }
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.dqk));
-    Position position(c.pos0);
-    if (position_on_device) {
-      auto pos = (*backend)->Alloc(DType::kI32, 1, 1);
-      const int32_t pos0 = static_cast<int32_t>(c.pos0);
-      ASSERT_TRUE(pos.ok() && (*backend)->Upload(&pos0, *pos).ok());
-      position.device = *pos;
-    }
+    const absl::StatusOr<Position> position = PassPosition(**backend, c.pos0, position_on_device);
+    ASSERT_TRUE(position.ok()) << position.status();
     const AttentionShape shape{.n_heads = c.heads, .n_kv_heads = c.kv_heads, .head_dim_qk = c.dqk,
-                               .head_dim_v = c.dv, .scale = scale, .position = position};
+                               .head_dim_v = c.dv, .scale = scale, .position = *position};
     ASSERT_TRUE((*backend)->Attention(*tq, *tk, *tv, shape, *to).ok());
     std::vector<float> out(c.T * c.heads * c.dv);
     ASSERT_TRUE((*backend)->Download(*to, out.data()).ok());

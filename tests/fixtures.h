@@ -8,6 +8,8 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "backends/backend.h"
 #include "ds_c.h"
 #include "gtest/gtest.h"
 
@@ -83,6 +85,18 @@ inline auto KernelTestTargets() {
 }
 inline std::string KernelTestName(const ::testing::TestParamInfo<TargetAndDevicePosition>& info) {
   return std::string(std::get<0>(info.param).name) + (std::get<1>(info.param) ? "_position_on_device" : "");
+}
+// A pass's position pos0: with on_device, also held in a [1, 1] i32 tensor on the backend, which
+// the kernels then read (as a replayed recording does).
+inline absl::StatusOr<Position> PassPosition(Backend& backend, int64_t pos0, bool on_device) {
+  Position at(pos0);
+  if (!on_device) return at;
+  absl::StatusOr<Tensor> pos = backend.Alloc(DType::kI32, 1, 1);
+  if (!pos.ok()) return pos.status();
+  const int32_t value = static_cast<int32_t>(pos0);
+  if (absl::Status s = backend.Upload(&value, *pos); !s.ok()) return s;
+  at.device = *pos;
+  return at;
 }
 
 // Skips (or, where the GPU run requires it, fails) a CUDA case that cannot run here.

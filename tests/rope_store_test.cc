@@ -54,18 +54,13 @@ TEST_P(RopeAndStoreKv, MatchesAnF64Reference) {
     ASSERT_TRUE(t_qkv.ok() && t_freq.ok() && k_cache.ok() && v_cache.ok());
     ASSERT_TRUE((*backend)->Upload(qkv.data(), *t_qkv).ok() && (*backend)->Upload(inv_freq.data(), *t_freq).ok() &&
                 (*backend)->Upload(cache.data(), *k_cache).ok() && (*backend)->Upload(cache.data(), *v_cache).ok());
-    Position at(c.pos0);
-    if (position_on_device) {
-      auto pos = (*backend)->Alloc(DType::kI32, 1, 1);
-      const int32_t pos0 = static_cast<int32_t>(c.pos0);
-      ASSERT_TRUE(pos.ok() && (*backend)->Upload(&pos0, *pos).ok());
-      at.device = *pos;
-    }
+    const absl::StatusOr<Position> at = PassPosition(**backend, c.pos0, position_on_device);
+    ASSERT_TRUE(at.ok()) << at.status();
     const RopeTable table{.inv_freq = *t_freq, .attention_factor = factor};
     ASSERT_TRUE((*backend)
                     ->RopeAndStoreKv(t_qkv->Cols(0, q_cols), t_qkv->Cols(q_cols, kv_cols),
                                      t_qkv->Cols(q_cols + kv_cols, kv_cols), c.head_dim, c.rot_dim, table, c.layout,
-                                     at, *k_cache, *v_cache)
+                                     *at, *k_cache, *v_cache)
                     .ok());
 
     // The reference: q's and k's heads rotated (k and v unchanged past rot_dim and for v).
@@ -152,17 +147,12 @@ TEST_P(RopeAndStoreKv, MlaMatchesAnF64Reference) {
     auto t_latent = b.Alloc(DType::kF32, c.T, c.heads * width), t_cache = b.Alloc(DType::kF32, cache_rows, width);
     ASSERT_TRUE(t_q.ok() && t_kv.ok() && t_norm.ok() && t_freq.ok() && t_latent.ok() && t_cache.ok());
     ASSERT_TRUE(b.Upload(q.data(), *t_q).ok() && b.Upload(kv.data(), *t_kv).ok() &&
-                b.Upload(norm.data(), *t_norm).ok() && b.Upload(inv_freq.data(), *t_freq).ok() && b.Upload(q_latent.data(), *t_latent).ok() &&
-                b.Upload(cache.data(), *t_cache).ok());
-    Position at(c.pos0);
-    if (position_on_device) {
-      auto pos = b.Alloc(DType::kI32, 1, 1);
-      const int32_t pos0 = static_cast<int32_t>(c.pos0);
-      ASSERT_TRUE(pos.ok() && b.Upload(&pos0, *pos).ok());
-      at.device = *pos;
-    }
+                b.Upload(norm.data(), *t_norm).ok() && b.Upload(inv_freq.data(), *t_freq).ok() &&
+                b.Upload(q_latent.data(), *t_latent).ok() && b.Upload(cache.data(), *t_cache).ok());
+    const absl::StatusOr<Position> at = PassPosition(b, c.pos0, position_on_device);
+    ASSERT_TRUE(at.ok()) << at.status();
     const RopeTable table{.inv_freq = *t_freq, .attention_factor = factor};
-    ASSERT_TRUE(b.MlaRopeAndStore(*t_q, c.heads, qk, c.nope, *t_kv, *t_norm, eps, c.rope, table, c.layout, at,
+    ASSERT_TRUE(b.MlaRopeAndStore(*t_q, c.heads, qk, c.nope, *t_kv, *t_norm, eps, c.rope, table, c.layout, *at,
                                   *t_latent, width, *t_cache)
                     .ok());
     std::vector<float> got_latent(q_latent.size()), got_cache(cache.size());
