@@ -323,9 +323,7 @@ __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __re
     h[pair * e.inter + row] = valid ? acc[0] / (1.0f + expf(-acc[0])) * acc[1] : 0.0f;
 }
 
-// out[t, r] = sum_j weights[t, j] * (h[(t, j)] · down_e[r]). Lane j looks up the token's expert
-// j (id, matrix, weight) before the loop, so the top_k lookups overlap instead of preceding each
-// expert's rows in turn.
+// out[t, r] = sum_j weights[t, j] * (h[(t, j)] · down_e[r]).
 template <typename W, bool kVec>
 __global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __restrict__ h, const int32_t* __restrict__ ids,
                                                              int64_t ids_stride, const float* __restrict__ weights,
@@ -336,20 +334,15 @@ __global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __rest
   const int64_t t = blockIdx.y;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
   WaitForPreviousKernels();
-  const W* my_down = nullptr;  // lane j < top_k: expert j's row `row`; null for an invalid id
-  float my_weight = 0.0f;
-  if (lane < top_k && row < e.hidden) {
-    const int32_t id = ids[t * ids_stride + lane];
-    if (id >= 0 && id < e.n_experts) {
-      my_down = static_cast<const W*>(e.down[id]) + row * e.down_stride;
-      my_weight = weights[t * weights_stride + lane];
-    }
-  }
   float acc[1] = {0.0f};
-  for (int j = 0; j < top_k; ++j) {  // top_k <= 32 (checked at launch): a lane each
-    const W* down = reinterpret_cast<const W*>(__shfl_sync(0xffffffffu, reinterpret_cast<uintptr_t>(my_down), j));
-    const float weight = __shfl_sync(0xffffffffu, my_weight, j);
-    if (down) acc[0] += weight * DotPartial<W, kVec>(h + (t * top_k + j) * e.inter, down, e.inter, start, step);
+  if (row < e.hidden) {
+    for (int64_t j = 0; j < top_k; ++j) {
+      const int32_t id = ids[t * ids_stride + j];
+      if (id < 0 || id >= e.n_experts) continue;
+      const W* down = static_cast<const W*>(e.down[id]) + row * e.down_stride;
+      acc[0] += weights[t * weights_stride + j] *
+                DotPartial<W, kVec>(h + (t * top_k + j) * e.inter, down, e.inter, start, step);
+    }
   }
   SumSlices<1>(acc, slices);
   if (row < e.hidden && warp % slices == 0 && lane == 0) out[t * out_stride + row] = acc[0];
@@ -360,7 +353,7 @@ cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t*
                            const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& e,
                            float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream) {
   const int64_t pairs = T * top_k;
-  if (pairs > 65535 || T > 65535 || top_k > kMoeDecodeMaxTopK) return cudaErrorInvalidValue;
+  if (pairs > 65535 || T > 65535) return cudaErrorInvalidValue;
   // Gate/up: expert matrices are contiguous allocations (checked by the caller), x rows aligned.
   const bool vec_up = e.gate_up_stride % 8 == 0 && e.hidden % 8 == 0 && xs % 4 == 0 &&
                       reinterpret_cast<uintptr_t>(x) % 16 == 0;

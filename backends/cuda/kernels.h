@@ -138,7 +138,6 @@ struct ExpertTable {
   int64_t gate_up_stride, down_stride;  // row strides, elements
   int64_t inter, hidden;
 };
-constexpr int64_t kMoeDecodeMaxTopK = 32;  // experts a token: a lane of a warp looks up each
 cudaError_t LaunchMoeDecode(const float* x, int64_t x_stride, int64_t T, const int32_t* ids, int64_t ids_stride,
                             const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
                             float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream);

@@ -20,7 +20,7 @@ constexpr int64_t kOnDeviceMaxTokens = kGemvMaxRows;
 absl::Status CudaBackend::Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                               const std::vector<MlpWeights>& experts, const Tensor& out) {
   if (experts.empty()) return absl::InternalError("moe: no experts");
-  if (x.rows <= kOnDeviceMaxTokens && ids.cols <= kMoeDecodeMaxTopK) return MoeOnDevice(x, ids, weights, experts, out);
+  if (x.rows <= kOnDeviceMaxTokens) return MoeOnDevice(x, ids, weights, experts, out);
   return MoeThroughHost(x, ids, weights, experts, out);
 }
 
