@@ -74,6 +74,23 @@ absl::Status Backend::HeadsMatmul(const Tensor& x, int64_t x_head_stride, const 
   return absl::OkStatus();
 }
 
+absl::Status Backend::MoeAdd(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                             const std::vector<MlpWeights>& experts, const MlpWeights* shared, const Tensor& residual,
+                             const Tensor& out) {
+  if (!shared) {
+    if (absl::Status s = Moe(x, ids, weights, experts, out); !s.ok()) return s;
+    return Add(residual, out, out);
+  }
+  auto routed = Alloc(DType::kF32, x.rows, x.cols);
+  if (!routed.ok()) return routed.status();
+  auto h = Alloc(DType::kF32, x.rows, shared->gate_proj.rows);
+  if (!h.ok()) return h.status();
+  if (absl::Status s = Moe(x, ids, weights, experts, *routed); !s.ok()) return s;
+  if (absl::Status s = Add(residual, *routed, *routed); !s.ok()) return s;
+  if (absl::Status s = GateUp(x, shared->gate_proj, shared->up_proj, *h); !s.ok()) return s;
+  return MatmulAdd(*h, shared->down_proj, nullptr, *routed, out);
+}
+
 absl::Status Backend::WriteRows(const Tensor& src, const Tensor& dst, const Position& at) {
   return Copy(src, dst.Rows(at.pos0, src.rows));
 }

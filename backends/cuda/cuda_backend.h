@@ -109,6 +109,9 @@ class CudaBackend final : public Backend {
                         const Tensor& ids, const Tensor& weights) override;
   absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                    const std::vector<MlpWeights>& experts, const Tensor& out) override;
+  absl::Status MoeAdd(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                      const std::vector<MlpWeights>& experts, const MlpWeights* shared, const Tensor& residual,
+                      const Tensor& out) override;
 
   // Recording as CUDA graphs (recording_cuda.cc). Off where DS_CUDA_GRAPHS=0 in the environment
   // when the backend is made.
@@ -132,8 +135,11 @@ class CudaBackend final : public Backend {
   bool GateUpOnGemv(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj) const;
   absl::Status GateUpGemv(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y,
                           const GemvOptions& options);
+  bool MoeOnDeviceFits(const Tensor& x, const Tensor& ids, const std::vector<MlpWeights>& experts,
+                       const MlpWeights* shared) const;
   absl::Status MoeOnDevice(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                           const std::vector<MlpWeights>& experts, const Tensor& out);
+                           const std::vector<MlpWeights>& experts, const MlpWeights* shared, const Tensor* residual,
+                           const Tensor& out);
   absl::Status MoeThroughHost(const Tensor& x, const Tensor& ids, const Tensor& weights,
                               const std::vector<MlpWeights>& experts, const Tensor& out);
   absl::Status AttentionByGemm(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,

@@ -25,26 +25,6 @@ bool Vectorizable(const T* p, int64_t stride, int64_t k) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0 && stride % elems16 == 0 && k % 8 == 0;
 }
 
-// This lane's share of dot(x, w) over k, chunks start, start + step, ...
-template <typename W, bool kVec>
-__device__ __forceinline__ float DotPartial(const float* __restrict__ x, const W* __restrict__ w, int64_t k,
-                                            int64_t start, int64_t step) {
-  float acc = 0.0f;
-  if constexpr (kVec) {
-#pragma unroll 4
-    for (int64_t c = start; c < k / 8; c += step) {
-      float wf[8], xf[8];
-      LoadStream8(w + c * 8, wf);
-      Load8(x + c * 8, xf);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc = fmaf(wf[i], xf[i], acc);
-    }
-  } else {
-    for (int64_t c = start; c < k; c += step) acc = fmaf(ToFloat(w[c]), x[c], acc);
-  }
-  return acc;
-}
-
 // Sums each row's slices: warp `warp` holds slice warp % slices of local row warp / slices.
 // Returns the total in every lane of each row's first slice warp.
 template <int M>
@@ -298,78 +278,210 @@ cudaError_t GemvTyped(const float* x, int64_t xs, int64_t m, const void* w, cons
   return GemvFor<W, 16, kGateUp>(x, xs, m, a, b, ws, n, k, bias, y, ys, o, sm_count, stream);
 }
 
-// h[p, r] = silu(x[t] · gate_e[r]) * (x[t] · up_e[r]) for pair p = (t, j), e = ids[t, j].
+// A token's segment s of the MoE (MoeSegment): its s-th routed expert, or past top_k a block of
+// inter rows of the shared experts, weight 1. Invalid expert ids (never routed) give null matrices.
+struct MoeSegment {
+  const void* gate;
+  const void* up;
+  const void* down;  // the segment's first column of down's rows
+  int64_t gate_up_stride, down_stride;
+  float weight;
+};
+
+// The shared segments need nothing an earlier kernel wrote (the weights are fixed): they may be
+// found before WaitForPreviousKernels. The routed ones read the routing's ids and weights.
+__device__ __forceinline__ MoeSegment SharedSegment(const ExpertTable& e, int64_t s) {
+  return {static_cast<const char*>(e.shared_gate) + s * e.inter * e.shared_gate_up_stride * (e.bf16 ? 2 : 4),
+          static_cast<const char*>(e.shared_up) + s * e.inter * e.shared_gate_up_stride * (e.bf16 ? 2 : 4),
+          static_cast<const char*>(e.shared_down) + s * e.inter * (e.bf16 ? 2 : 4),
+          e.shared_gate_up_stride,
+          e.shared_down_stride,
+          1.0f};
+}
+__device__ __forceinline__ MoeSegment RoutedSegment(const ExpertTable& e, int32_t id, float weight) {
+  if (id < 0 || id >= e.n_experts) return {nullptr, nullptr, nullptr, 0, 0, 0.0f};
+  return {e.gate[id], e.up[id], e.down[id], e.gate_up_stride, e.down_stride, weight};
+}
+
+// Rows of a segment each warp of the expert kernels computes: a chunk of activations loaded
+// once serves two weight rows, and twice the loads are in flight (measured against one row a
+// warp at V2-Lite's and V3's shapes: 2-4% faster).
+constexpr int kMoeRowsPerWarp = 2;
+
+// h[(t, s), r] = weight * silu(x[t] · gate_s[r]) * (x[t] · up_s[r]) for token t's segment s
+// (blockIdx.y = t * segments + s): the routing weight is applied here, so the down kernel's
+// sum over segments is one dot product.
 template <typename W, bool kVec>
 __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __restrict__ x, int64_t xs,
                                                                const int32_t* __restrict__ ids, int64_t ids_stride,
-                                                               int64_t top_k, ExpertTable e, float* __restrict__ h,
-                                                               int slices) {
+                                                               const float* __restrict__ weights,
+                                                               int64_t weights_stride, int64_t top_k, ExpertTable e,
+                                                               float* __restrict__ h, int slices) {
+  constexpr int R = kMoeRowsPerWarp;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices;
-  const int64_t pair = blockIdx.y, t = pair / top_k, j = pair % top_k;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices) * R;
+  const int64_t segments = top_k + e.n_shared, pair = blockIdx.y, t = pair / segments, s = pair % segments;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
-  WaitForPreviousKernels();
-  const int32_t id = ids[t * ids_stride + j];
-  const bool valid = row < e.inter && id >= 0 && id < e.n_experts;
-  float acc[2] = {0.0f, 0.0f};
-  if (valid) {
-    const W* gate = static_cast<const W*>(e.gate[id]) + row * e.gate_up_stride;
-    const W* up = static_cast<const W*>(e.up[id]) + row * e.gate_up_stride;
-    acc[0] = DotPartial<W, kVec>(x + t * xs, gate, e.hidden, start, step);
-    acc[1] = DotPartial<W, kVec>(x + t * xs, up, e.hidden, start, step);
+  const bool shared = s >= top_k;
+  MoeSegment seg{};
+  if (shared) seg = SharedSegment(e, s - top_k);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (kVec && shared && row0 < e.inter && start < e.hidden / 8 && lane % (128 / (8 * sizeof(W))) == 0) {
+    PrefetchL2(static_cast<const W*>(seg.gate) + row0 * seg.gate_up_stride + start * 8);
+    PrefetchL2(static_cast<const W*>(seg.up) + row0 * seg.gate_up_stride + start * 8);
   }
-  SumSlices<2>(acc, slices);
-  if (row < e.inter && warp % slices == 0 && lane == 0)
-    h[pair * e.inter + row] = valid ? acc[0] / (1.0f + expf(-acc[0])) * acc[1] : 0.0f;
-}
-
-// out[t, r] = sum_j weights[t, j] * (h[(t, j)] · down_e[r]).
-template <typename W, bool kVec>
-__global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __restrict__ h, const int32_t* __restrict__ ids,
-                                                             int64_t ids_stride, const float* __restrict__ weights,
-                                                             int64_t weights_stride, int64_t top_k, ExpertTable e,
-                                                             float* __restrict__ out, int64_t out_stride, int slices) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices;
-  const int64_t t = blockIdx.y;
-  const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
+#endif
   WaitForPreviousKernels();
-  float acc[1] = {0.0f};
-  if (row < e.hidden) {
-    for (int64_t j = 0; j < top_k; ++j) {
-      const int32_t id = ids[t * ids_stride + j];
-      if (id < 0 || id >= e.n_experts) continue;
-      const W* down = static_cast<const W*>(e.down[id]) + row * e.down_stride;
-      acc[0] += weights[t * weights_stride + j] *
-                DotPartial<W, kVec>(h + (t * top_k + j) * e.inter, down, e.inter, start, step);
+  if (!shared) seg = RoutedSegment(e, ids[t * ids_stride + s], weights[t * weights_stride + s]);
+  float acc[2 * R] = {};  // [2 * q]: gate row q, [2 * q + 1]: up row q
+  if (seg.gate && row0 < e.inter) {
+    const W* g[R];
+    const W* u[R];
+#pragma unroll
+    for (int q = 0; q < R; ++q) {
+      const int64_t row = row0 + q < e.inter ? row0 + q : e.inter - 1;  // past the end: read the last row, never written
+      g[q] = static_cast<const W*>(seg.gate) + row * seg.gate_up_stride;
+      u[q] = static_cast<const W*>(seg.up) + row * seg.gate_up_stride;
+    }
+    const float* xt = x + t * xs;
+    if constexpr (kVec) {
+#pragma unroll 4
+      for (int64_t c = start; c < e.hidden / 8; c += step) {
+        float gf[R][8], uf[R][8], xf[8];
+#pragma unroll
+        for (int q = 0; q < R; ++q) LoadStream8(g[q] + c * 8, gf[q]), LoadStream8(u[q] + c * 8, uf[q]);
+        Load8(xt + c * 8, xf);
+#pragma unroll
+        for (int q = 0; q < R; ++q)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            acc[2 * q] = fmaf(gf[q][i], xf[i], acc[2 * q]);
+            acc[2 * q + 1] = fmaf(uf[q][i], xf[i], acc[2 * q + 1]);
+          }
+      }
+    } else {
+      for (int64_t c = start; c < e.hidden; c += step) {
+#pragma unroll
+        for (int q = 0; q < R; ++q) {
+          acc[2 * q] = fmaf(ToFloat(g[q][c]), xt[c], acc[2 * q]);
+          acc[2 * q + 1] = fmaf(ToFloat(u[q][c]), xt[c], acc[2 * q + 1]);
+        }
+      }
     }
   }
-  SumSlices<1>(acc, slices);
-  if (row < e.hidden && warp % slices == 0 && lane == 0) out[t * out_stride + row] = acc[0];
+  SumSlices<2 * R>(acc, slices);
+  if (warp % slices != 0 || lane != 0) return;
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    if (row0 + q >= e.inter) break;
+    const float gate = acc[2 * q];
+    h[pair * e.inter + row0 + q] = seg.gate ? seg.weight * (gate / (1.0f + expf(-gate)) * acc[2 * q + 1]) : 0.0f;
+  }
+}
+
+// out[t, r] = residual[t, r] + sum over token t's segments s of h[(t, s)] · down_s[r]: the
+// segments' rows taken as one row of segments * inter values, so every lane has chunks of all of
+// them in flight at once (a loop over the segments had a chunk or two a lane between waits).
+template <typename W, bool kVec>
+__global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __restrict__ h, const int32_t* __restrict__ ids,
+                                                             int64_t ids_stride, int64_t top_k, ExpertTable e,
+                                                             const float* __restrict__ residual,
+                                                             int64_t residual_stride, float* __restrict__ out,
+                                                             int64_t out_stride, int slices) {
+  constexpr int R = kMoeRowsPerWarp;
+  __shared__ const W* down[kMoeMaxSegments];
+  __shared__ int64_t down_stride[kMoeMaxSegments];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices) * R;
+  const int64_t segments = top_k + e.n_shared, t = blockIdx.y;
+  const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
+  for (int64_t s = threadIdx.x + top_k; s < segments; s += blockDim.x) {
+    const MoeSegment seg = SharedSegment(e, s - top_k);
+    down[s] = static_cast<const W*>(seg.down), down_stride[s] = seg.down_stride;
+  }
+  WaitForPreviousKernels();
+  for (int64_t s = threadIdx.x; s < top_k; s += blockDim.x) {
+    const MoeSegment seg = RoutedSegment(e, ids[t * ids_stride + s], 0.0f);
+    down[s] = static_cast<const W*>(seg.down), down_stride[s] = seg.down_stride;
+  }
+  __syncthreads();
+  float acc[R] = {};
+  if (row0 < e.hidden) {
+    const float* ht = h + t * segments * e.inter;
+    int64_t rows[R];
+#pragma unroll
+    for (int q = 0; q < R; ++q) rows[q] = row0 + q < e.hidden ? row0 + q : e.hidden - 1;  // past the end: read, never written
+    if constexpr (kVec) {
+      const int64_t chunks = e.inter / 8;
+#pragma unroll 4
+      for (int64_t i = start; i < segments * chunks; i += step) {
+        const int64_t s = i / chunks, c = i - s * chunks;
+        if (!down[s]) continue;  // an invalid id: its h is 0
+        float wf[R][8], hf[8];
+#pragma unroll
+        for (int q = 0; q < R; ++q) LoadStream8(down[s] + rows[q] * down_stride[s] + c * 8, wf[q]);
+        Load8(ht + s * e.inter + c * 8, hf);
+#pragma unroll
+        for (int q = 0; q < R; ++q)
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[q] = fmaf(wf[q][j], hf[j], acc[q]);
+      }
+    } else {
+      for (int64_t i = start; i < segments * e.inter; i += step) {
+        const int64_t s = i / e.inter, c = i - s * e.inter;
+        if (!down[s]) continue;
+#pragma unroll
+        for (int q = 0; q < R; ++q) acc[q] = fmaf(ToFloat(down[s][rows[q] * down_stride[s] + c]), ht[i], acc[q]);
+      }
+    }
+  }
+  SumSlices<R>(acc, slices);
+  if (warp % slices != 0 || lane != 0) return;
+#pragma unroll
+  for (int q = 0; q < R; ++q) {
+    const int64_t row = row0 + q;
+    if (row >= e.hidden) break;
+    out[t * out_stride + row] = (residual ? residual[t * residual_stride + row] : 0.0f) + acc[q];
+  }
+}
+
+// Slices (warps a row) for the down kernel: about eight 16-byte chunks a lane (measured at
+// V2-Lite's and V3's shapes against 2x more and fewer), from the model's shape alone.
+int MoeDownSlices(int64_t segments, int64_t inter) {
+  int slices = 1;
+  while (slices < kWarps && segments * (inter / 8) >= 2 * slices * 32 * 8) slices *= 2;
+  return slices;
 }
 
 template <typename W>
 cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t* ids, int64_t ids_stride,
                            const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& e,
-                           float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream) {
-  const int64_t pairs = T * top_k;
-  if (pairs > 65535 || T > 65535) return cudaErrorInvalidValue;
-  // Gate/up: expert matrices are contiguous allocations (checked by the caller), x rows aligned.
-  const bool vec_up = e.gate_up_stride % 8 == 0 && e.hidden % 8 == 0 && xs % 4 == 0 &&
-                      reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  // Slices from the model's shape alone (the rows of its top_k experts), not the token count:
-  // a token's result is then the same in a verification pass as in a decode step.
-  const int up_slices = SlicesFor(e.inter * top_k, sm_count);
-  const dim3 up_grid(Blocks(e.inter, kWarps / up_slices, 2147483647), static_cast<unsigned>(pairs));
+                           const float* residual, int64_t residual_stride, float* h, float* out, int64_t out_stride,
+                           int sm_count, cudaStream_t stream) {
+  constexpr int R = kMoeRowsPerWarp;
+  const int64_t segments = top_k + e.n_shared;
+  if (segments > kMoeMaxSegments || T * segments > 65535) return cudaErrorInvalidValue;
+  const auto aligned = [](const void* p, int64_t stride) {
+    return !p || (reinterpret_cast<uintptr_t>(p) % 16 == 0 && stride % 8 == 0);
+  };
+  // Expert matrices are contiguous allocations (16-byte aligned), x rows aligned; h's rows are
+  // inter apart.
+  const bool vec_up = e.hidden % 8 == 0 && e.gate_up_stride % 8 == 0 && aligned(e.shared_gate, e.shared_gate_up_stride) &&
+                      aligned(e.shared_up, e.shared_gate_up_stride) && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                      xs % 4 == 0;
+  const bool vec_down = e.inter % 8 == 0 && e.down_stride % 8 == 0 && aligned(e.shared_down, e.shared_down_stride);
+  // Slices from the model's shape alone (its segments' rows), not the token count: a token's
+  // result is then the same in a verification pass as in a decode step.
+  const int up_slices = SlicesFor(segments * e.inter / R, sm_count);
+  const dim3 up_grid(Blocks(e.inter, kWarps / up_slices * R, 2147483647), static_cast<unsigned>(T * segments));
   if (cudaError_t err = Launch(vec_up ? MoeGateUpKernel<W, true> : MoeGateUpKernel<W, false>, up_grid, kWarps * 32, 0,
-                               stream, x, xs, ids, ids_stride, top_k, e, h, up_slices);
+                               stream, x, xs, ids, ids_stride, weights, weights_stride, top_k, e, h, up_slices);
       err != cudaSuccess)
     return err;
-  const bool vec_down = e.down_stride % 8 == 0 && e.inter % 8 == 0;  // h rows are inter apart
-  const int down_slices = SlicesFor(e.hidden, sm_count);
-  const dim3 down_grid(Blocks(e.hidden, kWarps / down_slices, 2147483647), static_cast<unsigned>(T));
+  const int down_slices = MoeDownSlices(segments, e.inter);
+  const dim3 down_grid(Blocks(e.hidden, kWarps / down_slices * R, 2147483647), static_cast<unsigned>(T));
   return Launch(vec_down ? MoeDownKernel<W, true> : MoeDownKernel<W, false>, down_grid, kWarps * 32, 0, stream,
-                static_cast<const float*>(h), ids, ids_stride, weights, weights_stride, top_k, e, out, out_stride,
+                static_cast<const float*>(h), ids, ids_stride, top_k, e, residual, residual_stride, out, out_stride,
                 down_slices);
 }
 
@@ -401,13 +513,14 @@ cudaError_t LaunchGateUp(const float* x, int64_t xs, int64_t m, const void* gate
 
 cudaError_t LaunchMoeDecode(const float* x, int64_t xs, int64_t T, const int32_t* ids, int64_t ids_stride,
                             const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
-                            float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream) {
+                            const float* residual, int64_t residual_stride, float* h, float* out, int64_t out_stride,
+                            int sm_count, cudaStream_t stream) {
   if (T <= 0 || top_k <= 0) return cudaSuccess;
   if (experts.bf16)
-    return MoeDecodeTyped<__nv_bfloat16>(x, xs, T, ids, ids_stride, weights, weights_stride, top_k, experts, h, out,
-                                         out_stride, sm_count, stream);
-  return MoeDecodeTyped<float>(x, xs, T, ids, ids_stride, weights, weights_stride, top_k, experts, h, out,
-                               out_stride, sm_count, stream);
+    return MoeDecodeTyped<__nv_bfloat16>(x, xs, T, ids, ids_stride, weights, weights_stride, top_k, experts, residual,
+                                         residual_stride, h, out, out_stride, sm_count, stream);
+  return MoeDecodeTyped<float>(x, xs, T, ids, ids_stride, weights, weights_stride, top_k, experts, residual,
+                               residual_stride, h, out, out_stride, sm_count, stream);
 }
 
 }  // namespace ds::cuda

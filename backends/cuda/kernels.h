@@ -128,7 +128,10 @@ cudaError_t LaunchGateUp(const float* x, int64_t x_stride, int64_t m, const void
 
 // Routed experts for a few tokens, without leaving the device: expert e's matrices are
 // gate[e], up[e] ([inter, hidden]) and down[e] ([hidden, inter]), all with the same strides.
-// h is scratch [T * top_k, inter]; out [T, hidden] is overwritten.
+// The shared experts (shared_gate null where there are none) are one SwiGLU MLP of n_shared *
+// inter rows, run as n_shared more experts of weight 1: token t's segments are its top_k experts
+// and then the shared ones. h is scratch [T * (top_k + n_shared), inter]; out [T, hidden] is
+// overwritten with residual + the experts' sum (residual null: the sum alone).
 struct ExpertTable {
   const void* const* gate;
   const void* const* up;
@@ -137,10 +140,18 @@ struct ExpertTable {
   bool bf16;
   int64_t gate_up_stride, down_stride;  // row strides, elements
   int64_t inter, hidden;
+  const void* shared_gate = nullptr;
+  const void* shared_up = nullptr;
+  const void* shared_down = nullptr;
+  int64_t n_shared = 0;
+  int64_t shared_gate_up_stride = 0, shared_down_stride = 0;
 };
+// Segments (top_k + n_shared) a token may have.
+constexpr int64_t kMoeMaxSegments = 64;
 cudaError_t LaunchMoeDecode(const float* x, int64_t x_stride, int64_t T, const int32_t* ids, int64_t ids_stride,
                             const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
-                            float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream);
+                            const float* residual, int64_t residual_stride, float* h, float* out, int64_t out_stride,
+                            int sm_count, cudaStream_t stream);
 
 // DeepSeek-V3 routing (sigmoid, correction bias for the choice, group-limited top-k); one
 // thread per token. Fails with cudaErrorInvalidValue past kMaxExperts or kMaxGroups.

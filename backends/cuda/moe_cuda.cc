@@ -1,5 +1,6 @@
 // Routed experts on the device. For a few tokens (decode) two kernels read only the chosen
-// experts' rows, with the expert ids never leaving the device. For a prompt the ids come to
+// experts' rows, with the expert ids never leaving the device; MoeAdd's shared experts and
+// residual add ride along in the same two kernels. For a prompt the ids come to
 // the host once, and each chosen expert runs its rows as GEMMs, as the CPU backend does.
 #include <cstring>
 #include <vector>
@@ -20,19 +21,46 @@ constexpr int64_t kOnDeviceMaxTokens = kGemvMaxRows;
 absl::Status CudaBackend::Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                               const std::vector<MlpWeights>& experts, const Tensor& out) {
   if (experts.empty()) return absl::InternalError("moe: no experts");
-  if (x.rows <= kOnDeviceMaxTokens) return MoeOnDevice(x, ids, weights, experts, out);
+  if (MoeOnDeviceFits(x, ids, experts, nullptr)) return MoeOnDevice(x, ids, weights, experts, nullptr, nullptr, out);
   return MoeThroughHost(x, ids, weights, experts, out);
 }
 
-absl::Status CudaBackend::MoeOnDevice(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                                      const std::vector<MlpWeights>& experts, const Tensor& out) {
+absl::Status CudaBackend::MoeAdd(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                                 const std::vector<MlpWeights>& experts, const MlpWeights* shared,
+                                 const Tensor& residual, const Tensor& out) {
+  if (!experts.empty() && MoeOnDeviceFits(x, ids, experts, shared))
+    return MoeOnDevice(x, ids, weights, experts, shared, &residual, out);
+  return Backend::MoeAdd(x, ids, weights, experts, shared, residual, out);
+}
+
+// The two decode kernels take a few tokens, experts of one layout (and shared experts of theirs,
+// in whole blocks of an expert's rows).
+bool CudaBackend::MoeOnDeviceFits(const Tensor& x, const Tensor& ids, const std::vector<MlpWeights>& experts,
+                                  const MlpWeights* shared) const {
   const MlpWeights& first = experts.front();
+  const DType dtype = first.gate_proj.dtype;
+  if (x.rows > kOnDeviceMaxTokens || (dtype != DType::kBF16 && dtype != DType::kF32)) return false;
   for (const MlpWeights& e : experts) {
-    if (e.gate_proj.dtype != first.gate_proj.dtype || e.down_proj.dtype != first.gate_proj.dtype ||
-        e.up_proj.dtype != first.gate_proj.dtype || e.gate_proj.stride != first.gate_proj.stride ||
-        e.up_proj.stride != first.gate_proj.stride || e.down_proj.stride != first.down_proj.stride)
-      return MoeThroughHost(x, ids, weights, experts, out);  // mixed layouts: not for one kernel
+    if (e.gate_proj.dtype != dtype || e.down_proj.dtype != dtype || e.up_proj.dtype != dtype ||
+        e.gate_proj.stride != first.gate_proj.stride || e.up_proj.stride != first.gate_proj.stride ||
+        e.down_proj.stride != first.down_proj.stride || e.gate_proj.rows != first.gate_proj.rows)
+      return false;
   }
+  const int64_t inter = first.gate_proj.rows;
+  int64_t segments = ids.cols;
+  if (shared) {
+    if (shared->gate_proj.dtype != dtype || shared->up_proj.dtype != dtype || shared->down_proj.dtype != dtype ||
+        shared->up_proj.stride != shared->gate_proj.stride || shared->gate_proj.rows % inter != 0)
+      return false;
+    segments += shared->gate_proj.rows / inter;
+  }
+  return segments <= kMoeMaxSegments;
+}
+
+absl::Status CudaBackend::MoeOnDevice(const Tensor& x, const Tensor& ids, const Tensor& weights,
+                                      const std::vector<MlpWeights>& experts, const MlpWeights* shared,
+                                      const Tensor* residual, const Tensor& out) {
+  const MlpWeights& first = experts.front();
   ExpertPointers* table = nullptr;
   {
     std::lock_guard<std::mutex> lock(experts_mutex_);
@@ -65,11 +93,18 @@ absl::Status CudaBackend::MoeOnDevice(const Tensor& x, const Tensor& ids, const 
                       .gate_up_stride = first.gate_proj.stride,
                       .down_stride = first.down_proj.stride,
                       .inter = first.gate_proj.rows,
-                      .hidden = x.cols};
-  DS_ASSIGN_OR_RETURN(Tensor h, Alloc(DType::kF32, x.rows * ids.cols, e.inter));
+                      .hidden = x.cols,
+                      .shared_gate = shared ? shared->gate_proj.data : nullptr,
+                      .shared_up = shared ? shared->up_proj.data : nullptr,
+                      .shared_down = shared ? shared->down_proj.data : nullptr,
+                      .n_shared = shared ? shared->gate_proj.rows / first.gate_proj.rows : 0,
+                      .shared_gate_up_stride = shared ? shared->gate_proj.stride : 0,
+                      .shared_down_stride = shared ? shared->down_proj.stride : 0};
+  DS_ASSIGN_OR_RETURN(Tensor h, Alloc(DType::kF32, x.rows * (ids.cols + e.n_shared), e.inter));
   return Check(LaunchMoeDecode(x.ptr<float>(), x.stride, x.rows, ids.ptr<int32_t>(), ids.stride,
-                               weights.ptr<float>(), weights.stride, ids.cols, e, h.ptr<float>(), out.ptr<float>(),
-                               out.stride, sm_count_, stream()),
+                               weights.ptr<float>(), weights.stride, ids.cols, e,
+                               residual ? residual->ptr<float>() : nullptr, residual ? residual->stride : 0,
+                               h.ptr<float>(), out.ptr<float>(), out.stride, sm_count_, stream()),
                "moe");
 }
 

@@ -132,9 +132,7 @@ class DeepseekV3 final : public Model {
   Tensor MoeForward(Ops& ops, const MoE& moe, const Tensor& x, const Tensor& residual) const {
     Tensor router_logits = ops.Linear(x, moe.gate);
     const auto routes = ops.MoeRoute(router_logits, moe.e_score_correction_bias, routing_);
-    Tensor y = ops.Add(residual, ops.Moe(x, routes, moe.experts));
-    if (!moe.shared_experts) return y;
-    return ops.LinearAdd(ops.GateUp(x, *moe.shared_experts), moe.shared_experts->down_proj, nullptr, y);
+    return ops.MoeAdd(x, routes, moe.experts, moe.shared_experts ? &*moe.shared_experts : nullptr, residual);
   }
 
   absl::StatusOr<Mla> LoadMla(WeightLoader& w, const std::string& p);

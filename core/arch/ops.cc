@@ -168,11 +168,15 @@ std::pair<Tensor, Tensor> Ops::MoeRoute(const Tensor& logits, const Tensor& bias
   return {ids, weights};
 }
 
-Tensor Ops::Moe(const Tensor& x, const std::pair<Tensor, Tensor>& routes, const std::vector<MlpWeights>& experts) {
+Tensor Ops::MoeAdd(const Tensor& x, const std::pair<Tensor, Tensor>& routes, const std::vector<MlpWeights>& experts,
+                   const MlpWeights* shared, const Tensor& residual) {
   const auto& [ids, weights] = routes;
-  if (!Check(x.valid() && ids.valid() && weights.valid() && ids.rows == x.rows, "moe")) return {};
+  if (!Check(x.valid() && ids.valid() && weights.valid() && ids.rows == x.rows && residual.rows == x.rows &&
+                 residual.cols == x.cols && (!shared || shared->gate_proj.cols == x.cols),
+             "moe"))
+    return {};
   Tensor out = New(x.rows, x.cols);
-  if (ok()) Record(backend_.Moe(x, ids, weights, experts, out));
+  if (ok()) Record(backend_.MoeAdd(x, ids, weights, experts, shared, residual, out));
   return out;
 }
 
