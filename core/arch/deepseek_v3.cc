@@ -21,8 +21,10 @@ namespace {
 
 struct Mla {
   // With q_lora_rank: q = q_b_proj(q_a_layernorm(q_a_proj(x))); without: q = q_proj(x).
-  std::optional<Tensor> q_a_proj, q_a_layernorm, q_b_proj, q_proj;
-  Tensor kv_a_proj_with_mqa;  // x -> [c_kv | k_pe]
+  // q_a_proj (or q_proj) and kv_a_proj_with_mqa stacked: both read the normed input, so one
+  // projection gives [q_a | c_kv | k_pe] (or [q | c_kv | k_pe]).
+  Tensor q_kv_a_proj;
+  std::optional<Tensor> q_a_layernorm, q_b_proj;
   Tensor kv_a_layernorm;
   Tensor w_uk_t;  // [heads * kv_lora_rank, qk_nope_head_dim]: W_UK of each head, transposed
   Tensor w_uv;    // [heads * v_head_dim, kv_lora_rank]
@@ -105,10 +107,11 @@ class DeepseekV3 final : public Model {
     const int64_t r = c_.kv_lora_rank, v = c_.v_head_dim;
 
     // With q_lora_rank: q = q_b_proj(q_a_layernorm(q_a_proj(h))); without: q = q_proj(h).
-    Tensor q = a.q_proj ? ops.NormLinear(x, norm, eps(), *a.q_proj)
-                        : ops.NormLinear(ops.NormLinear(x, norm, eps(), *a.q_a_proj), *a.q_a_layernorm, eps(),
-                                         *a.q_b_proj);  // [T, heads * qk]
-    Tensor kv = ops.NormLinear(x, norm, eps(), a.kv_a_proj_with_mqa);  // [T, r + rope]: [c_kv | k_pe]
+    Tensor q_kv = ops.NormLinear(x, norm, eps(), a.q_kv_a_proj);
+    const int64_t q_cols = q_kv.cols - (r + rope);
+    Tensor kv = q_kv.Cols(q_cols, r + rope);  // [T, r + rope]: [c_kv | k_pe]
+    Tensor q = a.q_b_proj ? ops.NormLinear(q_kv.Cols(0, q_cols), *a.q_a_layernorm, eps(), *a.q_b_proj)
+                          : q_kv.Cols(0, q_cols);  // [T, heads * qk]
 
     // Absorbed query per head: [W_UKᵀ q_nope | rope(q_pe)], scored against the cache's
     // [kv_a_layernorm(c_kv) | rope(k_pe)], this step's rows of which are written here.
@@ -154,14 +157,14 @@ absl::StatusOr<Mla> DeepseekV3::LoadMla(WeightLoader& w, const std::string& p) {
   const int64_t H = c_.hidden_size, heads = c_.num_attention_heads;
   const int64_t nope = c_.qk_nope_head_dim, qk = c_.qk_head_dim(), v = c_.v_head_dim, r = c_.kv_lora_rank;
   Mla a;
+  const std::pair<std::string, int64_t> kv_a{p + "kv_a_proj_with_mqa.weight", r + c_.qk_rope_head_dim};
   if (c_.q_lora_rank > 0) {
-    DS_ASSIGN_OR_RETURN(a.q_a_proj, w.Matrix(p + "q_a_proj.weight", c_.q_lora_rank, H));
+    DS_ASSIGN_OR_RETURN(a.q_kv_a_proj, w.StackedMatrix({{p + "q_a_proj.weight", c_.q_lora_rank}, kv_a}, H));
     DS_ASSIGN_OR_RETURN(a.q_a_layernorm, w.Vector(p + "q_a_layernorm.weight", c_.q_lora_rank));
     DS_ASSIGN_OR_RETURN(a.q_b_proj, w.Matrix(p + "q_b_proj.weight", heads * qk, c_.q_lora_rank));
   } else {
-    DS_ASSIGN_OR_RETURN(a.q_proj, w.Matrix(p + "q_proj.weight", heads * qk, H));
+    DS_ASSIGN_OR_RETURN(a.q_kv_a_proj, w.StackedMatrix({{p + "q_proj.weight", heads * qk}, kv_a}, H));
   }
-  DS_ASSIGN_OR_RETURN(a.kv_a_proj_with_mqa, w.Matrix(p + "kv_a_proj_with_mqa.weight", r + c_.qk_rope_head_dim, H));
   DS_ASSIGN_OR_RETURN(a.kv_a_layernorm, w.Vector(p + "kv_a_layernorm.weight", r));
   // kv_b_proj rows, per head: W_UK [nope, r] then W_UV [v, r]. Split them for the absorbed form.
   DS_ASSIGN_OR_RETURN(std::vector<float> kv_b, w.ReadF32(p + "kv_b_proj.weight", {heads * (nope + v), r}));
