@@ -74,20 +74,23 @@ absl::Status Backend::HeadsMatmul(const Tensor& x, int64_t x_head_stride, const 
   return absl::OkStatus();
 }
 
-absl::Status Backend::MoeAdd(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                             const std::vector<MlpWeights>& experts, const MlpWeights* shared, const Tensor& residual,
-                             const Tensor& out) {
+absl::Status Backend::NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const Tensor& ids,
+                                 const Tensor& weights, const std::vector<MlpWeights>& experts,
+                                 const MlpWeights* shared, const Tensor& out) {
+  auto normed = Alloc(DType::kF32, x.rows, x.cols);
+  if (!normed.ok()) return normed.status();
+  if (absl::Status s = RmsNorm(x, norm, eps, *normed); !s.ok()) return s;
   if (!shared) {
-    if (absl::Status s = Moe(x, ids, weights, experts, out); !s.ok()) return s;
-    return Add(residual, out, out);
+    if (absl::Status s = Moe(*normed, ids, weights, experts, out); !s.ok()) return s;
+    return Add(x, out, out);
   }
   auto routed = Alloc(DType::kF32, x.rows, x.cols);
   if (!routed.ok()) return routed.status();
   auto h = Alloc(DType::kF32, x.rows, shared->gate_proj.rows);
   if (!h.ok()) return h.status();
-  if (absl::Status s = Moe(x, ids, weights, experts, *routed); !s.ok()) return s;
-  if (absl::Status s = Add(residual, *routed, *routed); !s.ok()) return s;
-  if (absl::Status s = GateUp(x, shared->gate_proj, shared->up_proj, *h); !s.ok()) return s;
+  if (absl::Status s = Moe(*normed, ids, weights, experts, *routed); !s.ok()) return s;
+  if (absl::Status s = Add(x, *routed, *routed); !s.ok()) return s;
+  if (absl::Status s = GateUp(*normed, shared->gate_proj, shared->up_proj, *h); !s.ok()) return s;
   return MatmulAdd(*h, shared->down_proj, nullptr, *routed, out);
 }
 

@@ -162,12 +162,12 @@ class Backend {
   // out[t] = sum_j weights[t, j] * expert[ids[t, j]](x[t]); out [T, hidden] is overwritten.
   virtual absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                            const std::vector<MlpWeights>& experts, const Tensor& out) = 0;
-  // out = residual + Moe(x, ids, weights, experts) + shared(x), shared a SwiGLU MLP (null where
-  // the layer has none): a DeepSeekMoE layer after its routing, one pass where a backend fuses
-  // it. The default composes Moe, Add, GateUp and MatmulAdd.
-  virtual absl::Status MoeAdd(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                              const std::vector<MlpWeights>& experts, const MlpWeights* shared,
-                              const Tensor& residual, const Tensor& out);
+  // out = x + Moe(h, ids, weights, experts) + shared(h), h = rms_norm(x) * norm (eps) and shared
+  // a SwiGLU MLP (null where the layer has none): a DeepSeekMoE layer after its routing, one pass
+  // where a backend fuses it. The default composes RmsNorm, Moe, Add, GateUp and MatmulAdd.
+  virtual absl::Status NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const Tensor& ids,
+                                  const Tensor& weights, const std::vector<MlpWeights>& experts,
+                                  const MlpWeights* shared, const Tensor& out);
   // ids [1, x.rows] i32: per row of x [rows, cols], the index of its largest value, the first on
   // ties, NaN never chosen past index 0 (as core/sampling's Argmax): greedy decoding's choice
   // without the logits leaving the backend.

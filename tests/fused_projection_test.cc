@@ -1,5 +1,5 @@
 // The fused projections a decoder block is written in (Backend::NormMatmul, NormGateUp,
-// MatmulAdd, MLA's HeadsMatmul and DeepSeekMoE's MoeAdd: on CUDA's decode path the norm and the
+// MatmulAdd, MLA's HeadsMatmul and DeepSeekMoE's NormMoeAdd: on CUDA's decode path the norm and the
 // residual add happen inside the GEMV) against
 // an f64 reference on each backend: f32 and bf16 weights, with and without a bias, decode and
 // verification row counts (1 to 16, the GEMV) and a prompt's (past it; f32 weights there, as
@@ -169,8 +169,9 @@ TEST_P(FusedProjections, HeadsMatmulMatchesAnF64Reference) {
   }
 }
 
-// A DeepSeekMoE layer after its routing (Backend::MoeAdd): residual + the routed experts' weighted
-// sum + the shared experts, against an f64 reference, on each backend. CUDA's two decode kernels
+// A DeepSeekMoE layer after its routing (Backend::NormMoeAdd): x + the routed experts' weighted
+// sum + the shared experts, all of rms_norm(x) * norm, and the routed sum alone (Backend::Moe),
+// against an f64 reference, on each backend. CUDA's two decode kernels
 // take up to 16 tokens (past that it composes ops); widths in whole 16-byte pieces and not,
 // expert rows odd and even, with and without shared experts (in blocks of an expert's rows).
 struct MoeLayer {
@@ -220,12 +221,11 @@ Routes MakeRoutes(Backend& b, int64_t T, int64_t n_experts, int64_t top_k, unsig
   return r;
 }
 
-// Adds weight * down(silu(gate x) * up(x)) to out[hidden] and |each term| to scale, in f64; the
-// MLP's rows from `first` on, `rows` of them (a block of the shared experts' rows).
-void AddMlp(const float* x, const Matrix& gate, const Matrix& up, const Matrix& down, int64_t first, int64_t rows,
-            double weight, std::vector<double>& out, std::vector<double>& scale) {
+// Adds weight * down(silu(gate x) * up(x)) to out[hidden] and |each term| to scale, in f64.
+void AddMlp(const float* x, const Matrix& gate, const Matrix& up, const Matrix& down, double weight,
+            std::vector<double>& out, std::vector<double>& scale) {
   const int64_t hidden = gate.t.cols, inter = down.t.cols;
-  for (int64_t i = first; i < first + rows; ++i) {
+  for (int64_t i = 0; i < inter; ++i) {
     double g = 0.0, u = 0.0;
     for (int64_t c = 0; c < hidden; ++c) g += gate.host[i * hidden + c] * static_cast<double>(x[c]);
     for (int64_t c = 0; c < hidden; ++c) u += up.host[i * hidden + c] * static_cast<double>(x[c]);
@@ -237,7 +237,7 @@ void AddMlp(const float* x, const Matrix& gate, const Matrix& up, const Matrix& 
   }
 }
 
-TEST_P(FusedProjections, MoeAddMatchesAnF64Reference) {
+TEST_P(FusedProjections, NormMoeAddMatchesAnF64Reference) {
   const Target target = GetParam();
   DS_SKIP_IF_NO_DEVICE(target);
   auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
@@ -257,32 +257,44 @@ TEST_P(FusedProjections, MoeAddMatchesAnF64Reference) {
                                       << c.top_k << " shared " << c.n_shared << (c.bf16 ? " bf16" : " f32"));
     const MoeLayer l = MakeMoeLayer(random, c.n_experts, c.hidden, c.inter, c.n_shared, c.bf16);
     const Routes routes = MakeRoutes(b, c.T, c.n_experts, c.top_k, seed++);
-    const Matrix x = random.Make(c.T, c.hidden, false), residual = random.Make(c.T, c.hidden, false);
-    auto out = b.Alloc(DType::kF32, c.T, c.hidden);
-    ASSERT_TRUE(out.ok());
-    ASSERT_TRUE(b.MoeAdd(x.t, routes.ids_t, routes.weights_t, l.experts, l.shared ? &*l.shared : nullptr, residual.t,
-                         *out)
+    const Matrix x = random.Make(c.T, c.hidden, false), norm = random.Make(1, c.hidden, false);
+    const float eps = 1e-6f;
+    auto fused = b.Alloc(DType::kF32, c.T, c.hidden), plain = b.Alloc(DType::kF32, c.T, c.hidden);
+    ASSERT_TRUE(fused.ok() && plain.ok());
+    ASSERT_TRUE(b.NormMoeAdd(x.t, norm.t, eps, routes.ids_t, routes.weights_t, l.experts,
+                             l.shared ? &*l.shared : nullptr, *fused)
                     .ok());
-    const std::vector<float> got = random.Download(*out);
+    ASSERT_TRUE(b.Moe(x.t, routes.ids_t, routes.weights_t, l.experts, *plain).ok());
+    const std::vector<float> got_fused = random.Download(*fused), got_plain = random.Download(*plain);
     for (int64_t t = 0; t < c.T; ++t) {
-      const float* xt = x.host.data() + t * c.hidden;
-      std::vector<double> want(c.hidden), scale(c.hidden);
-      for (int64_t r = 0; r < c.hidden; ++r) want[r] = residual.host[t * c.hidden + r], scale[r] = std::fabs(want[r]);
+      const float* xr = x.host.data() + t * c.hidden;
+      double sum_sq = 0.0;
+      for (int64_t i = 0; i < c.hidden; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
+      const double inv_rms = 1.0 / std::sqrt(sum_sq / static_cast<double>(c.hidden) + eps);
+      std::vector<float> normed(c.hidden);  // f32, as the backends compute it
+      for (int64_t i = 0; i < c.hidden; ++i) normed[i] = static_cast<float>(norm.host[i] * (xr[i] * inv_rms));
+      std::vector<double> want_fused(c.hidden), scale_fused(c.hidden), want_plain(c.hidden), scale_plain(c.hidden);
+      for (int64_t r = 0; r < c.hidden; ++r) want_fused[r] = xr[r], scale_fused[r] = std::fabs(xr[r]);
       for (int64_t j = 0; j < c.top_k; ++j) {
         const int32_t e = routes.ids[t * c.top_k + j];
-        AddMlp(xt, l.gate[e], l.up[e], l.down[e], 0, c.inter, routes.weights[t * c.top_k + j], want, scale);
+        const double w = routes.weights[t * c.top_k + j];
+        AddMlp(normed.data(), l.gate[e], l.up[e], l.down[e], w, want_fused, scale_fused);
+        AddMlp(xr, l.gate[e], l.up[e], l.down[e], w, want_plain, scale_plain);
       }
-      if (l.shared) AddMlp(xt, l.shared_gate, l.shared_up, l.shared_down, 0, c.n_shared * c.inter, 1.0, want, scale);
+      if (l.shared) AddMlp(normed.data(), l.shared_gate, l.shared_up, l.shared_down, 1.0, want_fused, scale_fused);
       // f32 sums of a few hundred terms: well within 1e-4 of their absolute sum; a term lost,
       // doubled or weighted wrong is far outside it.
-      for (int64_t r = 0; r < c.hidden; ++r)
-        ASSERT_NEAR(got[t * c.hidden + r], want[r], 1e-4 * scale[r]) << "token " << t << " col " << r;
+      for (int64_t r = 0; r < c.hidden; ++r) {
+        ASSERT_NEAR(got_fused[t * c.hidden + r], want_fused[r], 1e-4 * scale_fused[r]) << "token " << t << " col " << r;
+        ASSERT_NEAR(got_plain[t * c.hidden + r], want_plain[r], 1e-4 * scale_plain[r]) << "moe token " << t << " col " << r;
+      }
     }
   }
 }
 
 // CUDA's MoE kernels, as its GEMV, compute a token the same way whatever other tokens the call
-// has (a verification pass reproduces decode bit for bit): 16 tokens at once against each alone.
+// has (a verification pass reproduces decode bit for bit): 16 tokens at once against each alone,
+// with the input norm (NormMoeAdd) and without (Moe).
 TEST(CudaMoe, ATokensResultDoesNotDependOnTheTokensBesideIt) {
   DS_SKIP_IF_NO_DEVICE(kTargets[1]);
   auto backend = LoadCudaBackend({});
@@ -294,20 +306,24 @@ TEST(CudaMoe, ATokensResultDoesNotDependOnTheTokensBesideIt) {
     SCOPED_TRACE(bf16 ? "bf16" : "f32");
     const MoeLayer l = MakeMoeLayer(random, n_experts, hidden, inter, 2, bf16);
     const Routes routes = MakeRoutes(b, T, n_experts, top_k, 3);
-    const Matrix x = random.Make(T, hidden, false), residual = random.Make(T, hidden, false);
-    std::vector<float> got[2];
+    const Matrix x = random.Make(T, hidden, false), norm = random.Make(1, hidden, false);
+    std::vector<float> got[2][2];  // [pass][with the norm]
     for (int pass = 0; pass < 2; ++pass) {
-      auto out = b.Alloc(DType::kF32, T, hidden);
-      ASSERT_TRUE(out.ok());
+      auto fused = b.Alloc(DType::kF32, T, hidden), plain = b.Alloc(DType::kF32, T, hidden);
+      ASSERT_TRUE(fused.ok() && plain.ok());
       const int64_t rows = pass == 0 ? T : 1;
       for (int64_t t = 0; t < T; t += rows) {
-        ASSERT_TRUE(b.MoeAdd(x.t.Rows(t, rows), routes.ids_t.Rows(t, rows), routes.weights_t.Rows(t, rows), l.experts,
-                             &*l.shared, residual.t.Rows(t, rows), out->Rows(t, rows))
-                        .ok());
+        const Tensor ids = routes.ids_t.Rows(t, rows), weights = routes.weights_t.Rows(t, rows);
+        ASSERT_TRUE(
+            b.NormMoeAdd(x.t.Rows(t, rows), norm.t, 1e-6f, ids, weights, l.experts, &*l.shared, fused->Rows(t, rows))
+                .ok());
+        ASSERT_TRUE(b.Moe(x.t.Rows(t, rows), ids, weights, l.experts, plain->Rows(t, rows)).ok());
       }
-      got[pass] = random.Download(*out);
+      got[pass][0] = random.Download(*plain), got[pass][1] = random.Download(*fused);
     }
-    for (size_t i = 0; i < got[0].size(); ++i) ASSERT_EQ(got[0][i], got[1][i]) << "element " << i;  // bit for bit
+    for (int fused = 0; fused < 2; ++fused)
+      for (size_t i = 0; i < got[0][fused].size(); ++i)
+        ASSERT_EQ(got[0][fused][i], got[1][fused][i]) << (fused ? "norm_moe_add" : "moe") << " element " << i;
   }
 }
 

@@ -109,9 +109,9 @@ class CudaBackend final : public Backend {
                         const Tensor& ids, const Tensor& weights) override;
   absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                    const std::vector<MlpWeights>& experts, const Tensor& out) override;
-  absl::Status MoeAdd(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                      const std::vector<MlpWeights>& experts, const MlpWeights* shared, const Tensor& residual,
-                      const Tensor& out) override;
+  absl::Status NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const Tensor& ids, const Tensor& weights,
+                          const std::vector<MlpWeights>& experts, const MlpWeights* shared,
+                          const Tensor& out) override;
 
   // Recording as CUDA graphs (recording_cuda.cc). Off where DS_CUDA_GRAPHS=0 in the environment
   // when the backend is made.
@@ -137,9 +137,9 @@ class CudaBackend final : public Backend {
                           const GemvOptions& options);
   bool MoeOnDeviceFits(const Tensor& x, const Tensor& ids, const std::vector<MlpWeights>& experts,
                        const MlpWeights* shared) const;
-  absl::Status MoeOnDevice(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                           const std::vector<MlpWeights>& experts, const MlpWeights* shared, const Tensor* residual,
-                           const Tensor& out);
+  // With norm (not null), x is taken as rms_norm(x) * norm and added to the output.
+  absl::Status MoeOnDevice(const Tensor& x, const Tensor* norm, float eps, const Tensor& ids, const Tensor& weights,
+                           const std::vector<MlpWeights>& experts, const MlpWeights* shared, const Tensor& out);
   absl::Status MoeThroughHost(const Tensor& x, const Tensor& ids, const Tensor& weights,
                               const std::vector<MlpWeights>& experts, const Tensor& out);
   absl::Status AttentionByGemm(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,

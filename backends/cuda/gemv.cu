@@ -310,10 +310,11 @@ constexpr int kMoeRowsPerWarp = 2;
 
 // h[(t, s), r] = weight * silu(x[t] · gate_s[r]) * (x[t] · up_s[r]) for token t's segment s
 // (blockIdx.y = t * segments + s): the routing weight is applied here, so the down kernel's
-// sum over segments is one dot product.
-template <typename W, bool kVec>
-__global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __restrict__ x, int64_t xs,
-                                                               const int32_t* __restrict__ ids, int64_t ids_stride,
+// sum over segments is one dot product. kNorm: x[t] is taken as rms_norm(x[t]) * norm, as
+// GemvKernel's kNorm (each block finds the row's rms).
+template <typename W, bool kVec, bool kNorm>
+__global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(MoeInput in, const int32_t* __restrict__ ids,
+                                                               int64_t ids_stride,
                                                                const float* __restrict__ weights,
                                                                int64_t weights_stride, int64_t top_k, ExpertTable e,
                                                                float* __restrict__ h, int slices) {
@@ -333,6 +334,10 @@ __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __re
 #endif
   WaitForPreviousKernels();
   if (!shared) seg = RoutedSegment(e, ids[t * ids_stride + s], weights[t * weights_stride + s]);
+  const float* __restrict__ xt = in.x + t * in.x_stride;
+  const float* __restrict__ norm = in.norm;
+  float inv_rms[1];
+  if constexpr (kNorm) InverseRms<1, kVec>(xt, 0, 1, e.hidden, in.eps, inv_rms);
   float acc[2 * R] = {};  // [2 * q]: gate row q, [2 * q + 1]: up row q
   if (seg.gate && row0 < e.inter) {
     const W* g[R];
@@ -343,7 +348,6 @@ __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __re
       g[q] = static_cast<const W*>(seg.gate) + row * seg.gate_up_stride;
       u[q] = static_cast<const W*>(seg.up) + row * seg.gate_up_stride;
     }
-    const float* xt = x + t * xs;
     if constexpr (kVec) {
 #pragma unroll 4
       for (int64_t c = start; c < e.hidden / 8; c += step) {
@@ -351,6 +355,12 @@ __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __re
 #pragma unroll
         for (int q = 0; q < R; ++q) LoadStream8(g[q] + c * 8, gf[q]), LoadStream8(u[q] + c * 8, uf[q]);
         Load8(xt + c * 8, xf);
+        if constexpr (kNorm) {
+          float nf[8];
+          Load8(norm + c * 8, nf);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) xf[i] = nf[i] * (xf[i] * inv_rms[0]);
+        }
 #pragma unroll
         for (int q = 0; q < R; ++q)
 #pragma unroll
@@ -361,10 +371,11 @@ __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(const float* __re
       }
     } else {
       for (int64_t c = start; c < e.hidden; c += step) {
+        const float xc = kNorm ? norm[c] * (xt[c] * inv_rms[0]) : xt[c];
 #pragma unroll
         for (int q = 0; q < R; ++q) {
-          acc[2 * q] = fmaf(ToFloat(g[q][c]), xt[c], acc[2 * q]);
-          acc[2 * q + 1] = fmaf(ToFloat(u[q][c]), xt[c], acc[2 * q + 1]);
+          acc[2 * q] = fmaf(ToFloat(g[q][c]), xc, acc[2 * q]);
+          acc[2 * q + 1] = fmaf(ToFloat(u[q][c]), xc, acc[2 * q + 1]);
         }
       }
     }
@@ -454,10 +465,9 @@ int MoeDownSlices(int64_t segments, int64_t inter) {
 }
 
 template <typename W>
-cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t* ids, int64_t ids_stride,
+cudaError_t MoeDecodeTyped(const MoeInput& in, int64_t T, const int32_t* ids, int64_t ids_stride,
                            const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& e,
-                           const float* residual, int64_t residual_stride, float* h, float* out, int64_t out_stride,
-                           int sm_count, cudaStream_t stream) {
+                           float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream) {
   constexpr int R = kMoeRowsPerWarp;
   const int64_t segments = top_k + e.n_shared;
   if (segments > kMoeMaxSegments || T * segments > 65535) return cudaErrorInvalidValue;
@@ -467,22 +477,24 @@ cudaError_t MoeDecodeTyped(const float* x, int64_t xs, int64_t T, const int32_t*
   // Expert matrices are contiguous allocations (16-byte aligned), x rows aligned; h's rows are
   // inter apart.
   const bool vec_up = e.hidden % 8 == 0 && e.gate_up_stride % 8 == 0 && aligned(e.shared_gate, e.shared_gate_up_stride) &&
-                      aligned(e.shared_up, e.shared_gate_up_stride) && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                      xs % 4 == 0;
+                      aligned(e.shared_up, e.shared_gate_up_stride) && reinterpret_cast<uintptr_t>(in.x) % 16 == 0 &&
+                      in.x_stride % 4 == 0 && reinterpret_cast<uintptr_t>(in.norm) % 16 == 0;
   const bool vec_down = e.inter % 8 == 0 && e.down_stride % 8 == 0 && aligned(e.shared_down, e.shared_down_stride);
   // Slices from the model's shape alone (its segments' rows), not the token count: a token's
   // result is then the same in a verification pass as in a decode step.
   const int up_slices = SlicesFor(segments * e.inter / R, sm_count);
   const dim3 up_grid(Blocks(e.inter, kWarps / up_slices * R, 2147483647), static_cast<unsigned>(T * segments));
-  if (cudaError_t err = Launch(vec_up ? MoeGateUpKernel<W, true> : MoeGateUpKernel<W, false>, up_grid, kWarps * 32, 0,
-                               stream, x, xs, ids, ids_stride, weights, weights_stride, top_k, e, h, up_slices);
+  auto up_kernel = in.norm ? (vec_up ? MoeGateUpKernel<W, true, true> : MoeGateUpKernel<W, false, true>)
+                           : (vec_up ? MoeGateUpKernel<W, true, false> : MoeGateUpKernel<W, false, false>);
+  if (cudaError_t err = Launch(up_kernel, up_grid, kWarps * 32, 0, stream, in, ids, ids_stride, weights, weights_stride,
+                               top_k, e, h, up_slices);
       err != cudaSuccess)
     return err;
   const int down_slices = MoeDownSlices(segments, e.inter);
   const dim3 down_grid(Blocks(e.hidden, kWarps / down_slices * R, 2147483647), static_cast<unsigned>(T));
   return Launch(vec_down ? MoeDownKernel<W, true> : MoeDownKernel<W, false>, down_grid, kWarps * 32, 0, stream,
-                static_cast<const float*>(h), ids, ids_stride, top_k, e, residual, residual_stride, out, out_stride,
-                down_slices);
+                static_cast<const float*>(h), ids, ids_stride, top_k, e, in.norm ? in.x : nullptr, in.x_stride, out,
+                out_stride, down_slices);
 }
 
 }  // namespace
@@ -511,16 +523,15 @@ cudaError_t LaunchGateUp(const float* x, int64_t xs, int64_t m, const void* gate
   return GemvTyped<float, true>(x, xs, m, gate, up, ws, n, k, nullptr, y, ys, options, sm_count, stream);
 }
 
-cudaError_t LaunchMoeDecode(const float* x, int64_t xs, int64_t T, const int32_t* ids, int64_t ids_stride,
+cudaError_t LaunchMoeDecode(const MoeInput& input, int64_t T, const int32_t* ids, int64_t ids_stride,
                             const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
-                            const float* residual, int64_t residual_stride, float* h, float* out, int64_t out_stride,
-                            int sm_count, cudaStream_t stream) {
+                            float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream) {
   if (T <= 0 || top_k <= 0) return cudaSuccess;
   if (experts.bf16)
-    return MoeDecodeTyped<__nv_bfloat16>(x, xs, T, ids, ids_stride, weights, weights_stride, top_k, experts, residual,
-                                         residual_stride, h, out, out_stride, sm_count, stream);
-  return MoeDecodeTyped<float>(x, xs, T, ids, ids_stride, weights, weights_stride, top_k, experts, residual,
-                               residual_stride, h, out, out_stride, sm_count, stream);
+    return MoeDecodeTyped<__nv_bfloat16>(input, T, ids, ids_stride, weights, weights_stride, top_k, experts, h, out,
+                                         out_stride, sm_count, stream);
+  return MoeDecodeTyped<float>(input, T, ids, ids_stride, weights, weights_stride, top_k, experts, h, out, out_stride,
+                               sm_count, stream);
 }
 
 }  // namespace ds::cuda

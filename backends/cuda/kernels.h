@@ -131,7 +131,7 @@ cudaError_t LaunchGateUp(const float* x, int64_t x_stride, int64_t m, const void
 // The shared experts (shared_gate null where there are none) are one SwiGLU MLP of n_shared *
 // inter rows, run as n_shared more experts of weight 1: token t's segments are its top_k experts
 // and then the shared ones. h is scratch [T * (top_k + n_shared), inter]; out [T, hidden] is
-// overwritten with residual + the experts' sum (residual null: the sum alone).
+// overwritten (MoeInput says with what).
 struct ExpertTable {
   const void* const* gate;
   const void* const* up;
@@ -148,10 +148,17 @@ struct ExpertTable {
 };
 // Segments (top_k + n_shared) a token may have.
 constexpr int64_t kMoeMaxSegments = 64;
-cudaError_t LaunchMoeDecode(const float* x, int64_t x_stride, int64_t T, const int32_t* ids, int64_t ids_stride,
+// The experts' input, x's T rows. Without norm, out = the experts' sum (Backend::Moe); with it
+// they read rms_norm(x) * norm (eps) and out = x + their sum (Backend::NormMoeAdd).
+struct MoeInput {
+  const float* x;
+  int64_t x_stride;
+  const float* norm = nullptr;
+  float eps = 0.0f;
+};
+cudaError_t LaunchMoeDecode(const MoeInput& input, int64_t T, const int32_t* ids, int64_t ids_stride,
                             const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
-                            const float* residual, int64_t residual_stride, float* h, float* out, int64_t out_stride,
-                            int sm_count, cudaStream_t stream);
+                            float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream);
 
 // DeepSeek-V3 routing (sigmoid, correction bias for the choice, group-limited top-k); one
 // thread per token. Fails with cudaErrorInvalidValue past kMaxExperts or kMaxGroups.

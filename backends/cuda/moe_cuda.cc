@@ -1,6 +1,6 @@
 // Routed experts on the device. For a few tokens (decode) two kernels read only the chosen
-// experts' rows, with the expert ids never leaving the device; MoeAdd's shared experts and
-// residual add ride along in the same two kernels. For a prompt the ids come to
+// experts' rows, with the expert ids never leaving the device; NormMoeAdd's input norm, shared
+// experts and residual add ride along in the same two kernels. For a prompt the ids come to
 // the host once, and each chosen expert runs its rows as GEMMs, as the CPU backend does.
 #include <cstring>
 #include <vector>
@@ -21,16 +21,16 @@ constexpr int64_t kOnDeviceMaxTokens = kGemvMaxRows;
 absl::Status CudaBackend::Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                               const std::vector<MlpWeights>& experts, const Tensor& out) {
   if (experts.empty()) return absl::InternalError("moe: no experts");
-  if (MoeOnDeviceFits(x, ids, experts, nullptr)) return MoeOnDevice(x, ids, weights, experts, nullptr, nullptr, out);
+  if (MoeOnDeviceFits(x, ids, experts, nullptr)) return MoeOnDevice(x, nullptr, 0.0f, ids, weights, experts, nullptr, out);
   return MoeThroughHost(x, ids, weights, experts, out);
 }
 
-absl::Status CudaBackend::MoeAdd(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                                 const std::vector<MlpWeights>& experts, const MlpWeights* shared,
-                                 const Tensor& residual, const Tensor& out) {
+absl::Status CudaBackend::NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const Tensor& ids,
+                                     const Tensor& weights, const std::vector<MlpWeights>& experts,
+                                     const MlpWeights* shared, const Tensor& out) {
   if (!experts.empty() && MoeOnDeviceFits(x, ids, experts, shared))
-    return MoeOnDevice(x, ids, weights, experts, shared, &residual, out);
-  return Backend::MoeAdd(x, ids, weights, experts, shared, residual, out);
+    return MoeOnDevice(x, &norm, eps, ids, weights, experts, shared, out);
+  return Backend::NormMoeAdd(x, norm, eps, ids, weights, experts, shared, out);
 }
 
 // The two decode kernels take a few tokens, experts of one layout (and shared experts of theirs,
@@ -57,9 +57,9 @@ bool CudaBackend::MoeOnDeviceFits(const Tensor& x, const Tensor& ids, const std:
   return segments <= kMoeMaxSegments;
 }
 
-absl::Status CudaBackend::MoeOnDevice(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                                      const std::vector<MlpWeights>& experts, const MlpWeights* shared,
-                                      const Tensor* residual, const Tensor& out) {
+absl::Status CudaBackend::MoeOnDevice(const Tensor& x, const Tensor* norm, float eps, const Tensor& ids,
+                                      const Tensor& weights, const std::vector<MlpWeights>& experts,
+                                      const MlpWeights* shared, const Tensor& out) {
   const MlpWeights& first = experts.front();
   ExpertPointers* table = nullptr;
   {
@@ -101,10 +101,10 @@ absl::Status CudaBackend::MoeOnDevice(const Tensor& x, const Tensor& ids, const 
                       .shared_gate_up_stride = shared ? shared->gate_proj.stride : 0,
                       .shared_down_stride = shared ? shared->down_proj.stride : 0};
   DS_ASSIGN_OR_RETURN(Tensor h, Alloc(DType::kF32, x.rows * (ids.cols + e.n_shared), e.inter));
-  return Check(LaunchMoeDecode(x.ptr<float>(), x.stride, x.rows, ids.ptr<int32_t>(), ids.stride,
-                               weights.ptr<float>(), weights.stride, ids.cols, e,
-                               residual ? residual->ptr<float>() : nullptr, residual ? residual->stride : 0,
-                               h.ptr<float>(), out.ptr<float>(), out.stride, sm_count_, stream()),
+  const MoeInput input{.x = x.ptr<float>(), .x_stride = x.stride, .norm = norm ? norm->ptr<float>() : nullptr,
+                       .eps = eps};
+  return Check(LaunchMoeDecode(input, x.rows, ids.ptr<int32_t>(), ids.stride, weights.ptr<float>(), weights.stride,
+                               ids.cols, e, h.ptr<float>(), out.ptr<float>(), out.stride, sm_count_, stream()),
                "moe");
 }
 

@@ -94,7 +94,7 @@ class DeepseekV3 final : public Model {
   // x + attention + MLP (or MoE): the residual adds happen in the output projections.
   Tensor BlockForward(Ops& ops, const Block& b, Tensor x, KvCache& cache, int64_t layer, const Position& at) const {
     x = MlaForward(ops, b.self_attn, b.input_layernorm, x, cache, layer, at);
-    if (b.moe) return MoeForward(ops, *b.moe, ops.RmsNorm(x, b.post_attention_layernorm, eps()), x);
+    if (b.moe) return MoeForward(ops, *b.moe, b.post_attention_layernorm, x);
     Tensor h = ops.NormGateUp(x, b.post_attention_layernorm, eps(), *b.mlp);
     return ops.LinearAdd(h, b.mlp->down_proj, nullptr, x);
   }
@@ -131,11 +131,12 @@ class DeepseekV3 final : public Model {
     return ops.LinearAdd(o, a.o_proj, nullptr, x);
   }
 
-  // residual + routed experts(x) + shared experts(x), x the post-attention norm's output.
-  Tensor MoeForward(Ops& ops, const MoE& moe, const Tensor& x, const Tensor& residual) const {
-    Tensor router_logits = ops.Linear(x, moe.gate);
+  // x + routed experts(h) + shared experts(h), h = rms_norm(x) * norm (post_attention_layernorm),
+  // which the router and the experts apply as they read x.
+  Tensor MoeForward(Ops& ops, const MoE& moe, const Tensor& norm, const Tensor& x) const {
+    Tensor router_logits = ops.NormLinear(x, norm, eps(), moe.gate);
     const auto routes = ops.MoeRoute(router_logits, moe.e_score_correction_bias, routing_);
-    return ops.MoeAdd(x, routes, moe.experts, moe.shared_experts ? &*moe.shared_experts : nullptr, residual);
+    return ops.NormMoeAdd(x, norm, eps(), routes, moe.experts, moe.shared_experts ? &*moe.shared_experts : nullptr);
   }
 
   absl::StatusOr<Mla> LoadMla(WeightLoader& w, const std::string& p);

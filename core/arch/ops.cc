@@ -168,15 +168,15 @@ std::pair<Tensor, Tensor> Ops::MoeRoute(const Tensor& logits, const Tensor& bias
   return {ids, weights};
 }
 
-Tensor Ops::MoeAdd(const Tensor& x, const std::pair<Tensor, Tensor>& routes, const std::vector<MlpWeights>& experts,
-                   const MlpWeights* shared, const Tensor& residual) {
+Tensor Ops::NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const std::pair<Tensor, Tensor>& routes,
+                       const std::vector<MlpWeights>& experts, const MlpWeights* shared) {
   const auto& [ids, weights] = routes;
-  if (!Check(x.valid() && ids.valid() && weights.valid() && ids.rows == x.rows && residual.rows == x.rows &&
-                 residual.cols == x.cols && (!shared || shared->gate_proj.cols == x.cols),
+  if (!Check(x.valid() && ids.valid() && weights.valid() && ids.rows == x.rows && norm.cols == x.cols &&
+                 (!shared || (shared->gate_proj.cols == x.cols && shared->down_proj.rows == x.cols)),
              "moe"))
     return {};
   Tensor out = New(x.rows, x.cols);
-  if (ok()) Record(backend_.MoeAdd(x, ids, weights, experts, shared, residual, out));
+  if (ok()) Record(backend_.NormMoeAdd(x, norm, eps, ids, weights, experts, shared, out));
   return out;
 }
 

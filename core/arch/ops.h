@@ -46,9 +46,10 @@ class Ops {
   Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape);
   // -> (ids [T, top_k] i32, weights [T, top_k])
   std::pair<Tensor, Tensor> MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing);
-  // residual + routed experts(x) + shared(x) (shared may be null): Backend::MoeAdd.
-  Tensor MoeAdd(const Tensor& x, const std::pair<Tensor, Tensor>& routes, const std::vector<MlpWeights>& experts,
-                const MlpWeights* shared, const Tensor& residual);
+  // x + routed experts(h) + shared(h), h = rms_norm(x) * norm (shared may be null):
+  // Backend::NormMoeAdd.
+  Tensor NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const std::pair<Tensor, Tensor>& routes,
+                    const std::vector<MlpWeights>& experts, const MlpWeights* shared);
   Tensor Argmax(const Tensor& x);  // [1, rows] i32
 
   bool ok() const { return status_.ok(); }
