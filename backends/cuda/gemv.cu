@@ -309,8 +309,10 @@ __device__ __forceinline__ MoeSegment RoutedSegment(const ExpertTable& e, int32_
 constexpr int kMoeRowsPerWarp = 2;
 
 // h[(t, s), r] = weight * silu(x[t] · gate_s[r]) * (x[t] · up_s[r]) for token t's segment s
-// (blockIdx.y = t * segments + s): the routing weight is applied here, so the down kernel's
-// sum over segments is one dot product. kNorm: x[t] is taken as rms_norm(x[t]) * norm, as
+// (blockIdx.y = s * T + t): the routing weight is applied here, so the down kernel's sum over
+// segments is one dot product. The T tokens' blocks of a segment's rows run side by side, so in
+// a verification pass the shared experts' rows (every token's) come from memory once and from
+// L2 for the other tokens. kNorm: x[t] is taken as rms_norm(x[t]) * norm, as
 // GemvKernel's kNorm (each block finds the row's rms).
 template <typename W, bool kVec, bool kNorm>
 __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(MoeInput in, const int32_t* __restrict__ ids,
@@ -321,7 +323,7 @@ __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(MoeInput in, cons
   constexpr int R = kMoeRowsPerWarp;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices) * R;
-  const int64_t segments = top_k + e.n_shared, pair = blockIdx.y, t = pair / segments, s = pair % segments;
+  const int64_t segments = top_k + e.n_shared, T = gridDim.y / segments, s = blockIdx.y / T, t = blockIdx.y % T;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
   const bool shared = s >= top_k;
   MoeSegment seg{};
@@ -386,13 +388,15 @@ __global__ void __launch_bounds__(kWarps * 32) MoeGateUpKernel(MoeInput in, cons
   for (int q = 0; q < R; ++q) {
     if (row0 + q >= e.inter) break;
     const float gate = acc[2 * q];
-    h[pair * e.inter + row0 + q] = seg.gate ? seg.weight * (gate / (1.0f + expf(-gate)) * acc[2 * q + 1]) : 0.0f;
+    h[(t * segments + s) * e.inter + row0 + q] = seg.gate ? seg.weight * (gate / (1.0f + expf(-gate)) * acc[2 * q + 1]) : 0.0f;
   }
 }
 
 // out[t, r] = residual[t, r] + sum over token t's segments s of h[(t, s)] · down_s[r]: the
 // segments' rows taken as one row of segments * inter values, so every lane has chunks of all of
 // them in flight at once (a loop over the segments had a chunk or two a lane between waits).
+// blockIdx.x = t: the tokens' blocks of the same rows run side by side (the gate/up kernel's
+// reason).
 template <typename W, bool kVec>
 __global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __restrict__ h, const int32_t* __restrict__ ids,
                                                              int64_t ids_stride, int64_t top_k, ExpertTable e,
@@ -403,8 +407,8 @@ __global__ void __launch_bounds__(kWarps * 32) MoeDownKernel(const float* __rest
   __shared__ const W* down[kMoeMaxSegments];
   __shared__ int64_t down_stride[kMoeMaxSegments];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp / slices) * R;
-  const int64_t segments = top_k + e.n_shared, t = blockIdx.y;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.y) * (kWarps / slices) + warp / slices) * R;
+  const int64_t segments = top_k + e.n_shared, t = blockIdx.x;
   const int64_t start = (warp % slices) * 32 + lane, step = 32 * slices;
   for (int64_t s = threadIdx.x + top_k; s < segments; s += blockDim.x) {
     const MoeSegment seg = SharedSegment(e, s - top_k);
@@ -470,7 +474,7 @@ cudaError_t MoeDecodeTyped(const MoeInput& in, int64_t T, const int32_t* ids, in
                            float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream) {
   constexpr int R = kMoeRowsPerWarp;
   const int64_t segments = top_k + e.n_shared;
-  if (segments > kMoeMaxSegments || T * segments > 65535) return cudaErrorInvalidValue;
+  if (segments > kMoeMaxSegments || T * segments > 65535 || (e.hidden + 1) / R > 65535) return cudaErrorInvalidValue;
   const auto aligned = [](const void* p, int64_t stride) {
     return !p || (reinterpret_cast<uintptr_t>(p) % 16 == 0 && stride % 8 == 0);
   };
@@ -491,7 +495,7 @@ cudaError_t MoeDecodeTyped(const MoeInput& in, int64_t T, const int32_t* ids, in
       err != cudaSuccess)
     return err;
   const int down_slices = MoeDownSlices(segments, e.inter);
-  const dim3 down_grid(Blocks(e.hidden, kWarps / down_slices * R, 2147483647), static_cast<unsigned>(T));
+  const dim3 down_grid(static_cast<unsigned>(T), Blocks(e.hidden, kWarps / down_slices * R, 65535));
   return Launch(vec_down ? MoeDownKernel<W, true> : MoeDownKernel<W, false>, down_grid, kWarps * 32, 0, stream,
                 static_cast<const float*>(h), ids, ids_stride, top_k, e, in.norm ? in.x : nullptr, in.x_stride, out,
                 out_stride, down_slices);

@@ -47,11 +47,13 @@ __device__ __forceinline__ void WarpTopTwo(float& best, float& second) {
 
 __device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-constexpr int kExpertsPerLane = kMaxExperts / 32;  // lane l holds experts l, l + 32, ...
 constexpr int kGroupsPerLane = kMaxGroups / 32;
 
+// kExpertsPerLane: lane l holds experts l, l + 32, ... (n_experts <= 32 * kExpertsPerLane), a
+// template so that a layer of 64 experts scans two a lane, not kMaxExperts / 32.
+template <int kExpertsPerLane>
 __global__ void __launch_bounds__(32)
-    MoeRouteKernel(const float* logits, int64_t ls, int64_t T, int n_experts, const float* correction, int n_group,
+    MoeRouteKernel(const float* logits, int64_t ls, int n_experts, const float* correction, int n_group,
                    int topk_group, int top_k, bool norm_topk_prob, float scaling, int32_t* ids, int64_t ids_stride,
                    float* weights, int64_t weights_stride) {
   __shared__ float score[kMaxExperts], choice[kMaxExperts], group_score[kMaxGroups];
@@ -124,10 +126,14 @@ cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T
   if (n_experts > kMaxExperts || n_group > kMaxGroups || n_group < 1 || n_experts % n_group != 0 ||
       topk_group > n_group || top_k > n_experts)
     return cudaErrorInvalidValue;
-  return Launch(MoeRouteKernel, Blocks(T, 1, 2147483647), 32, 0, stream, logits, logits_stride, T,
-                static_cast<int>(n_experts), correction, static_cast<int>(n_group), static_cast<int>(topk_group),
-                static_cast<int>(top_k), norm_topk_prob, routed_scaling_factor, ids, ids_stride, weights,
-                weights_stride);
+  static_assert(kMaxExperts == 512);
+  auto kernel = n_experts <= 64    ? MoeRouteKernel<2>
+                : n_experts <= 128 ? MoeRouteKernel<4>
+                : n_experts <= 256 ? MoeRouteKernel<8>
+                                   : MoeRouteKernel<16>;
+  return Launch(kernel, Blocks(T, 1, 2147483647), 32, 0, stream, logits, logits_stride, static_cast<int>(n_experts),
+                correction, static_cast<int>(n_group), static_cast<int>(topk_group), static_cast<int>(top_k),
+                norm_topk_prob, routed_scaling_factor, ids, ids_stride, weights, weights_stride);
 }
 
 }  // namespace ds::cuda
