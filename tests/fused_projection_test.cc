@@ -9,6 +9,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.h"
@@ -330,7 +331,9 @@ TEST(CudaMoe, ATokensResultDoesNotDependOnTheTokensBesideIt) {
 // CUDA's GEMV computes an activation row the same way whatever other rows the call has: what lets
 // a speculative verification pass reproduce plain decoding bit for bit. Each row of an m-row call
 // equals, bit for bit, the same row computed in a call of its own: bf16 and f32 weights, with the
-// norm on the way in, the residual added, and gate/up, at row counts of each of its templates.
+// norm on the way in, the residual added, gate/up, and MLA's per-head products (HeadsMatmul: at
+// one row two weight rows a warp, past it four or two), at row counts of each of its templates,
+// with a few slices a row and many.
 TEST(CudaGemv, ARowsResultDoesNotDependOnTheRowsBesideIt) {
   DS_SKIP_IF_NO_DEVICE(kTargets[1]);
   auto backend = LoadCudaBackend({});
@@ -338,28 +341,31 @@ TEST(CudaGemv, ARowsResultDoesNotDependOnTheRowsBesideIt) {
   Backend& b = **backend;
   RandomMatrices random(b, 5);
   auto upload = [&](int64_t rows, int64_t cols, bool bf16) { return random.Make(rows, cols, bf16).t; };
-  const int64_t n = 200, k = 1024;
-  for (bool bf16 : {true, false}) {
+  const int64_t k = 1024;
+  for (const auto& [n, bf16] : {std::pair<int64_t, bool>{200, true}, {200, false}, {4096, true}}) {
     const Tensor w = upload(n, k, bf16), w2 = upload(n, k, bf16), down = upload(k, n, bf16), norm = upload(1, k, false),
-                 bias = upload(1, n, false);
+                 bias = upload(1, n, false), heads_w = upload(8 * 64, k / 8, bf16);  // 8 heads: 128 -> 64
     for (int64_t m : {2, 3, 5, 9, 13, 16}) {
-      SCOPED_TRACE(::testing::Message() << (bf16 ? "bf16" : "f32") << " m " << m);
+      SCOPED_TRACE(::testing::Message() << (bf16 ? "bf16" : "f32") << " n " << n << " m " << m);
       const Tensor x = upload(m, k, false), hidden = upload(m, n, false);
       // Each product for all m rows at once, then row by row into a second tensor.
-      std::vector<float> together[3], alone[3];
+      std::vector<float> together[4], alone[4];
       for (int pass = 0; pass < 2; ++pass) {
-        auto y = b.Alloc(DType::kF32, m, n), gate_up = b.Alloc(DType::kF32, m, n), sum = b.Alloc(DType::kF32, m, k);
-        ASSERT_TRUE(y.ok() && gate_up.ok() && sum.ok());
+        auto y = b.Alloc(DType::kF32, m, n), gate_up = b.Alloc(DType::kF32, m, n), sum = b.Alloc(DType::kF32, m, k),
+             heads = b.Alloc(DType::kF32, m, 8 * 64);
+        ASSERT_TRUE(y.ok() && gate_up.ok() && sum.ok() && heads.ok());
         for (int64_t r = 0; r < m; r += pass == 0 ? m : 1) {
           const int64_t rows = pass == 0 ? m : 1;
           ASSERT_TRUE(b.NormMatmul(x.Rows(r, rows), norm, 1e-6f, w, &bias, y->Rows(r, rows)).ok());
           ASSERT_TRUE(b.NormGateUp(x.Rows(r, rows), norm, 1e-6f, w, w2, gate_up->Rows(r, rows)).ok());
           ASSERT_TRUE(b.MatmulAdd(hidden.Rows(r, rows), down, nullptr, x.Rows(r, rows), sum->Rows(r, rows)).ok());
+          ASSERT_TRUE(b.HeadsMatmul(x.Rows(r, rows), k / 8, heads_w, 8, heads->Rows(r, rows), 64).ok());
         }
         auto& out = pass == 0 ? together : alone;
         out[0] = random.Download(*y), out[1] = random.Download(*gate_up), out[2] = random.Download(*sum);
+        out[3] = random.Download(*heads);
       }
-      for (int i = 0; i < 3; ++i) {
+      for (int i = 0; i < 4; ++i) {
         ASSERT_EQ(together[i].size(), alone[i].size());
         for (size_t j = 0; j < together[i].size(); ++j)
           ASSERT_EQ(together[i][j], alone[i][j]) << "product " << i << " element " << j;  // bit for bit

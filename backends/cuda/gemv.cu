@@ -231,20 +231,29 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(const float* __restric
   }
 }
 
-// Weight rows per warp: one for decode; for verification passes more, so that each activation
-// chunk loaded (M rows of it) serves several weight rows: four up to 4 rows, two past that, where
-// the accumulators (R * M, twice that for gate/up) fill the registers. Measured on the H100
-// (bench/RESULTS.md): four rows a warp at 5-8 rows was slower than two.
+// Weight rows per warp: for verification passes several, so that each activation chunk loaded
+// (M rows of it) serves several weight rows: four up to 4 rows, two past that, where the
+// accumulators (R * M, twice that for gate/up) fill the registers. Measured on the H100
+// (bench/RESULTS.md): four rows a warp at 5-8 rows was slower than two. For decode (M = 1) one,
+// but two in a grouped GEMV (GemvFor).
 template <int M>
 constexpr int RowsPerWarp() { return M == 1 ? 1 : M <= 4 ? 4 : 2; }
 
-template <typename W, int M, bool kGateUp>
+template <typename W, int M, bool kGateUp, int kR = RowsPerWarp<M>()>
 cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* w2, int64_t ws, int64_t n, int64_t k,
                     const float* bias, float* y, int64_t ys, const GemvOptions& options, int sm_count,
                     cudaStream_t stream) {
-  constexpr int R = RowsPerWarp<M>();
+  constexpr int R = kR;
   // Slices from n alone (not M or R): part of what keeps a row's summation order fixed.
   const int slices = SlicesFor(n, sm_count);
+  // MLA's per-head products (a grouped GEMV) have short rows (128 and 512 values on V2-Lite), a
+  // chunk or two a lane: two rows a warp keep twice the loads in flight, 5.6 -> 4.5 us each on
+  // the H100 (bench/RESULTS.md). The other decode GEMVs stay at one: two rows a warp for all
+  // GEMVs of few slices cost the distills 3-4%.
+  if constexpr (M == 1 && R == 1) {
+    if (options.groups > 1)
+      return GemvFor<W, M, kGateUp, 2>(x, xs, m, w, w2, ws, n, k, bias, y, ys, options, sm_count, stream);
+  }
   const int64_t rows_per_block = kWarps / slices * R;
   const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
   if (blocks > 2147483647) return cudaErrorInvalidValue;
