@@ -6,6 +6,7 @@
 // CUDA's bf16 GEMM rounds the activations), widths in whole and partial 16-byte pieces.
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -26,7 +27,17 @@ struct Case {
   bool bf16, bias;
 };
 
-class FusedProjections : public ::testing::TestWithParam<Target> {};
+// Each test's backend: the CPU (two threads) or CUDA, the test skipped where there is no device.
+class FusedProjections : public ::testing::TestWithParam<Target> {
+ protected:
+  void SetUp() override {
+    DS_SKIP_IF_NO_DEVICE(GetParam());
+    auto backend = GetParam().backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = *std::move(backend);
+  }
+  std::unique_ptr<Backend> backend_;
+};
 
 // A host matrix and its backend copy (bf16 weights rounded on the host first, so that the
 // reference multiplies the same values).
@@ -64,11 +75,7 @@ class RandomMatrices {
 };
 
 TEST_P(FusedProjections, MatchAnF64Reference) {
-  const Target target = GetParam();
-  DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  Backend& b = **backend;
+  Backend& b = *backend_;
   // Row counts for each of the GEMV's activation-row templates (1, 2, 4, 8, 16) and past it.
   const Case cases[] = {{1, 1536, 1536, true, true}, {1, 300, 264, false, false}, {3, 512, 3584, true, false},
                         {16, 256, 100, false, true}, {9, 77, 72, true, false},    {20, 128, 64, false, true},
@@ -126,11 +133,7 @@ TEST_P(FusedProjections, MatchAnF64Reference) {
 // an f64 reference: decode, verification and prompt row counts, bf16 and f32 weights, rows per
 // head that CUDA's grouped GEMV takes (multiples of 4) and that it hands back to a GEMV per head.
 TEST_P(FusedProjections, HeadsMatmulMatchesAnF64Reference) {
-  const Target target = GetParam();
-  DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  Backend& b = **backend;
+  Backend& b = *backend_;
   struct HeadsCase {
     int64_t m, heads, n, k, x_step, y_step;
     bool bf16;
@@ -239,11 +242,7 @@ void AddMlp(const float* x, const Matrix& gate, const Matrix& up, const Matrix& 
 }
 
 TEST_P(FusedProjections, NormMoeAddMatchesAnF64Reference) {
-  const Target target = GetParam();
-  DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  Backend& b = **backend;
+  Backend& b = *backend_;
   struct MoeCase {
     int64_t T, hidden, inter, n_experts, top_k, n_shared;
     bool bf16;
