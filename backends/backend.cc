@@ -132,16 +132,17 @@ absl::StatusOr<std::unique_ptr<Backend::Recording>> Backend::EndRecording() {
   return absl::UnimplementedError(absl::StrCat(name(), ": this backend cannot record passes"));
 }
 
+// A view of an invalid tensor (a failed op's output) stays invalid: no offset on its null data.
 Tensor Tensor::Rows(int64_t begin, int64_t n) const {
   Tensor t = *this;
-  t.data = static_cast<char*>(data) + static_cast<size_t>(begin) * RowBytes(dtype, stride);
+  if (data) t.data = static_cast<char*>(data) + static_cast<size_t>(begin) * RowBytes(dtype, stride);
   t.rows = n;
   return t;
 }
 
 Tensor Tensor::Cols(int64_t begin, int64_t n) const {
   Tensor t = *this;
-  t.data = static_cast<char*>(data) + RowBytes(dtype, begin);
+  if (data) t.data = static_cast<char*>(data) + RowBytes(dtype, begin);
   t.cols = n;
   return t;
 }

@@ -108,7 +108,7 @@ class DeepseekV3 final : public Model {
 
     // With q_lora_rank: q = q_b_proj(q_a_layernorm(q_a_proj(h))); without: q = q_proj(h).
     Tensor q_kv = ops.NormLinear(x, norm, eps(), a.q_kv_a_proj);
-    const int64_t q_cols = q_kv.cols - (r + rope);
+    const int64_t q_cols = a.q_b_proj ? c_.q_lora_rank : heads * qk;
     Tensor kv = q_kv.Cols(q_cols, r + rope);  // [T, r + rope]: [c_kv | k_pe]
     Tensor q = a.q_b_proj ? ops.NormLinear(q_kv.Cols(0, q_cols), *a.q_a_layernorm, eps(), *a.q_b_proj)
                           : q_kv.Cols(0, q_cols);  // [T, heads * qk]
