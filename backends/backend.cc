@@ -80,16 +80,13 @@ absl::Status Backend::NormMoeAdd(const Tensor& x, const Tensor& norm, float eps,
   auto normed = Alloc(DType::kF32, x.rows, x.cols);
   if (!normed.ok()) return normed.status();
   if (absl::Status s = RmsNorm(x, norm, eps, *normed); !s.ok()) return s;
-  if (!shared) {
-    if (absl::Status s = Moe(*normed, ids, weights, experts, out); !s.ok()) return s;
-    return Add(x, out, out);
-  }
-  auto routed = Alloc(DType::kF32, x.rows, x.cols);
+  // x + the routed experts goes straight to out, or first beside it where the shared experts follow.
+  absl::StatusOr<Tensor> routed = shared ? Alloc(DType::kF32, x.rows, x.cols) : out;
   if (!routed.ok()) return routed.status();
+  if (absl::Status s = Moe(*normed, ids, weights, experts, *routed); !s.ok()) return s;
+  if (absl::Status s = Add(x, *routed, *routed); !s.ok() || !shared) return s;
   auto h = Alloc(DType::kF32, x.rows, shared->gate_proj.rows);
   if (!h.ok()) return h.status();
-  if (absl::Status s = Moe(*normed, ids, weights, experts, *routed); !s.ok()) return s;
-  if (absl::Status s = Add(x, *routed, *routed); !s.ok()) return s;
   if (absl::Status s = GateUp(*normed, shared->gate_proj, shared->up_proj, *h); !s.ok()) return s;
   return MatmulAdd(*h, shared->down_proj, nullptr, *routed, out);
 }
