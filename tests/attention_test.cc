@@ -44,7 +44,7 @@ TEST_P(Attention, MatchesAnF64Reference) {
       // several tiles a split; the tiny fixture's 4 heads over [64 | 16].
       {1, 530, 16, 1, 576, 512, true}, {3, 4500, 16, 1, 576, 512, true}, {2, 40, 4, 1, 80, 64, true},
   };
-  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
+  auto backend = MakeTestBackend(target, 2);
   ASSERT_TRUE(backend.ok()) << backend.status();
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;

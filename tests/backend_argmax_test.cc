@@ -19,7 +19,7 @@ class BackendArgmax : public ::testing::TestWithParam<Target> {};
 TEST_P(BackendArgmax, MatchesTheSamplersArgmax) {
   const Target target = GetParam();
   DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 1});
+  auto backend = MakeTestBackend(target, 1);
   ASSERT_TRUE(backend.ok()) << backend.status();
   std::mt19937 rng(3);
   std::normal_distribution<float> normal;

@@ -2,7 +2,9 @@
 // reference tensors, and a safetensors writer for crafting bad checkpoints.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <tuple>
@@ -10,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "backends/backend.h"
+#include "backends/plugin.h"
 #include "ds_c.h"
 #include "gtest/gtest.h"
 
@@ -85,6 +88,17 @@ inline auto KernelTestTargets() {
 }
 inline std::string KernelTestName(const ::testing::TestParamInfo<TargetAndDevicePosition>& info) {
   return std::string(std::get<0>(info.param).name) + (std::get<1>(info.param) ? "_position_on_device" : "");
+}
+// The backend a kernel test runs on: the CPU with cpu_threads threads, or the CUDA plugin.
+inline absl::StatusOr<std::unique_ptr<Backend>> MakeTestBackend(const Target& target, int cpu_threads) {
+  if (target.backend == DS_BACKEND_CUDA) return LoadCudaBackend({});
+  return MakeCpuBackend({.n_threads = cpu_threads});
+}
+// 1 / sqrt(mean(x²) + eps) over x's n values in f64: an RMSNorm's scale for the f64 references.
+inline double ReferenceInverseRms(const float* x, int64_t n, float eps) {
+  double sum_sq = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+  return 1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps);
 }
 // A pass's position pos0: with on_device, also held in a [1, 1] i32 tensor on the backend, which
 // the kernels then read (as a replayed recording does).

@@ -32,7 +32,7 @@ class FusedProjections : public ::testing::TestWithParam<Target> {
  protected:
   void SetUp() override {
     DS_SKIP_IF_NO_DEVICE(GetParam());
-    auto backend = GetParam().backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
+    auto backend = MakeTestBackend(GetParam(), 2);
     ASSERT_TRUE(backend.ok()) << backend.status();
     backend_ = *std::move(backend);
   }
@@ -108,9 +108,7 @@ TEST_P(FusedProjections, MatchAnF64Reference) {
     };
     for (int64_t r = 0; r < c.m; ++r) {
       const float* xr = x.host.data() + r * c.k;
-      double sum_sq = 0.0;
-      for (int64_t i = 0; i < c.k; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
-      const double inv_rms = 1.0 / std::sqrt(sum_sq / static_cast<double>(c.k) + eps);
+      const double inv_rms = ReferenceInverseRms(xr, c.k, eps);
       std::vector<double> normed(c.k);
       for (int64_t i = 0; i < c.k; ++i) normed[i] = norm.host[i] * (xr[i] * inv_rms);
       for (int64_t j = 0; j < c.n; ++j) {
@@ -268,9 +266,7 @@ TEST_P(FusedProjections, NormMoeAddMatchesAnF64Reference) {
     const std::vector<float> got_fused = random.Download(*fused), got_plain = random.Download(*plain);
     for (int64_t t = 0; t < c.T; ++t) {
       const float* xr = x.host.data() + t * c.hidden;
-      double sum_sq = 0.0;
-      for (int64_t i = 0; i < c.hidden; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
-      const double inv_rms = 1.0 / std::sqrt(sum_sq / static_cast<double>(c.hidden) + eps);
+      const double inv_rms = ReferenceInverseRms(xr, c.hidden, eps);
       std::vector<float> normed(c.hidden);  // f32, as the backends compute it
       for (int64_t i = 0; i < c.hidden; ++i) normed[i] = static_cast<float>(norm.host[i] * (xr[i] * inv_rms));
       std::vector<double> want_fused(c.hidden), scale_fused(c.hidden), want_plain(c.hidden), scale_plain(c.hidden);

@@ -63,7 +63,7 @@ Route Reference(const float* logits, const std::vector<float>& bias, const MoeRo
 TEST_P(BackendMoeRoute, MatchesTheReference) {
   const Target target = GetParam();
   DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 1});
+  auto backend = MakeTestBackend(target, 1);
   ASSERT_TRUE(backend.ok()) << backend.status();
   Backend& b = **backend;
   struct Case {

@@ -5,6 +5,7 @@
 // (rot_dim < head_dim), one and several rows, and on CUDA the position read from the device. The
 // caches have rows before and after the pass's, which must keep what they held.
 #include <cmath>
+#include <memory>
 #include <random>
 #include <string>
 #include <tuple>
@@ -23,13 +24,30 @@ struct Case {
   RopeLayout layout;
 };
 
-class RopeAndStoreKv : public ::testing::TestWithParam<TargetAndDevicePosition> {};
+// Each test's backend: the CPU (two threads) or CUDA, the test skipped where there is no device.
+class RopeAndStoreKv : public ::testing::TestWithParam<TargetAndDevicePosition> {
+ protected:
+  void SetUp() override {
+    const Target& target = std::get<0>(GetParam());
+    DS_SKIP_IF_NO_DEVICE(target);
+    auto backend = MakeTestBackend(target, 2);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = *std::move(backend);
+  }
+  std::unique_ptr<Backend> backend_;
+};
+
+// The rotation's frequencies, theta 10000: inv_freq[i] = 10000^(-2i / rot_dim).
+std::vector<float> RopeInvFreq(int64_t rot_dim) {
+  std::vector<float> inv_freq(rot_dim / 2);
+  for (int64_t i = 0; i < rot_dim / 2; ++i)
+    inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * static_cast<double>(i) / rot_dim));
+  return inv_freq;
+}
 
 TEST_P(RopeAndStoreKv, MatchesAnF64Reference) {
-  const auto [target, position_on_device] = GetParam();
-  DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
-  ASSERT_TRUE(backend.ok()) << backend.status();
+  const bool position_on_device = std::get<1>(GetParam());
+  Backend& backend = *backend_;
   const Case cases[] = {{1, 7, 12, 2, 128, 128, RopeLayout::kHalf},
                         {3, 0, 4, 4, 64, 32, RopeLayout::kInterleaved},
                         {5, 100, 6, 2, 16, 16, RopeLayout::kHalf},
@@ -42,23 +60,22 @@ TEST_P(RopeAndStoreKv, MatchesAnF64Reference) {
                                       << c.kv_heads << " dims " << c.head_dim << "/" << c.rot_dim);
     const int64_t q_cols = c.q_heads * c.head_dim, kv_cols = c.kv_heads * c.head_dim, cols = q_cols + 2 * kv_cols;
     const int64_t cache_rows = c.pos0 + c.T + 3, half = c.rot_dim / 2;
-    std::vector<float> qkv(c.T * cols), inv_freq(half);
+    std::vector<float> qkv(c.T * cols);
     for (float& f : qkv) f = normal(rng);
-    for (int64_t i = 0; i < half; ++i)
-      inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * static_cast<double>(i) / c.rot_dim));
+    const std::vector<float> inv_freq = RopeInvFreq(c.rot_dim);
     std::vector<float> cache(cache_rows * kv_cols, sentinel);
-    auto t_qkv = (*backend)->Alloc(DType::kF32, c.T, cols);
-    auto t_freq = (*backend)->Alloc(DType::kF32, 1, half);
-    auto k_cache = (*backend)->Alloc(DType::kF32, cache_rows, kv_cols);
-    auto v_cache = (*backend)->Alloc(DType::kF32, cache_rows, kv_cols);
+    auto t_qkv = backend.Alloc(DType::kF32, c.T, cols);
+    auto t_freq = backend.Alloc(DType::kF32, 1, half);
+    auto k_cache = backend.Alloc(DType::kF32, cache_rows, kv_cols);
+    auto v_cache = backend.Alloc(DType::kF32, cache_rows, kv_cols);
     ASSERT_TRUE(t_qkv.ok() && t_freq.ok() && k_cache.ok() && v_cache.ok());
-    ASSERT_TRUE((*backend)->Upload(qkv.data(), *t_qkv).ok() && (*backend)->Upload(inv_freq.data(), *t_freq).ok() &&
-                (*backend)->Upload(cache.data(), *k_cache).ok() && (*backend)->Upload(cache.data(), *v_cache).ok());
-    const absl::StatusOr<Position> at = PassPosition(**backend, c.pos0, position_on_device);
+    ASSERT_TRUE(backend.Upload(qkv.data(), *t_qkv).ok() && backend.Upload(inv_freq.data(), *t_freq).ok() &&
+                backend.Upload(cache.data(), *k_cache).ok() && backend.Upload(cache.data(), *v_cache).ok());
+    const absl::StatusOr<Position> at = PassPosition(backend, c.pos0, position_on_device);
     ASSERT_TRUE(at.ok()) << at.status();
     const RopeTable table{.inv_freq = *t_freq, .attention_factor = factor};
-    ASSERT_TRUE((*backend)
-                    ->RopeAndStoreKv(t_qkv->Cols(0, q_cols), t_qkv->Cols(q_cols, kv_cols),
+    ASSERT_TRUE(backend
+                    .RopeAndStoreKv(t_qkv->Cols(0, q_cols), t_qkv->Cols(q_cols, kv_cols),
                                      t_qkv->Cols(q_cols + kv_cols, kv_cols), c.head_dim, c.rot_dim, table, c.layout,
                                      *at, *k_cache, *v_cache)
                     .ok());
@@ -81,8 +98,8 @@ TEST_P(RopeAndStoreKv, MatchesAnF64Reference) {
       }
     }
     std::vector<float> got(c.T * cols), got_k(cache.size()), got_v(cache.size());
-    ASSERT_TRUE((*backend)->Download(*t_qkv, got.data()).ok() && (*backend)->Download(*k_cache, got_k.data()).ok() &&
-                (*backend)->Download(*v_cache, got_v.data()).ok());
+    ASSERT_TRUE(backend.Download(*t_qkv, got.data()).ok() && backend.Download(*k_cache, got_k.data()).ok() &&
+                backend.Download(*v_cache, got_v.data()).ok());
     for (int64_t t = 0; t < c.T; ++t)
       for (int64_t j = 0; j < q_cols + kv_cols; ++j)
         ASSERT_NEAR(got[t * cols + j], want[t * cols + j], 2e-5) << "q|k row " << t << " col " << j;
@@ -116,11 +133,8 @@ void RotateReference(double* x, int64_t i, int64_t half, RopeLayout layout, floa
 // MLA: the pass's cache rows [rms_norm(c_kv) * norm | rope(k_pe)], and rope(q_pe) of each head
 // beside the latent query's first r columns, which keep what they held, as do the cache's other rows.
 TEST_P(RopeAndStoreKv, MlaMatchesAnF64Reference) {
-  const auto [target, position_on_device] = GetParam();
-  DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = target.backend == DS_BACKEND_CUDA ? LoadCudaBackend({}) : MakeCpuBackend({.n_threads = 2});
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  Backend& b = **backend;
+  const bool position_on_device = std::get<1>(GetParam());
+  Backend& b = *backend_;
   struct MlaCase {
     int64_t T, pos0, heads, nope, r, rope;
     RopeLayout layout;
@@ -137,11 +151,10 @@ TEST_P(RopeAndStoreKv, MlaMatchesAnF64Reference) {
     SCOPED_TRACE(::testing::Message() << "T " << c.T << " pos0 " << c.pos0 << " heads " << c.heads << " r " << c.r);
     const int64_t qk = c.nope + c.rope, width = c.r + c.rope, half = c.rope / 2, cache_rows = c.pos0 + c.T + 3;
     std::vector<float> q(c.T * c.heads * qk), kv(c.T * width), norm(c.r), q_latent(c.T * c.heads * width),
-        inv_freq(half), cache(cache_rows * width, sentinel);
+        cache(cache_rows * width, sentinel);
     for (auto* v : {&q, &kv, &norm, &q_latent})
       for (float& f : *v) f = normal(rng);
-    for (int64_t i = 0; i < half; ++i)
-      inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * static_cast<double>(i) / c.rope));
+    const std::vector<float> inv_freq = RopeInvFreq(c.rope);
     auto t_q = b.Alloc(DType::kF32, c.T, c.heads * qk), t_kv = b.Alloc(DType::kF32, c.T, width);
     auto t_norm = b.Alloc(DType::kF32, 1, c.r), t_freq = b.Alloc(DType::kF32, 1, half);
     auto t_latent = b.Alloc(DType::kF32, c.T, c.heads * width), t_cache = b.Alloc(DType::kF32, cache_rows, width);
@@ -169,9 +182,7 @@ TEST_P(RopeAndStoreKv, MlaMatchesAnF64Reference) {
           ASSERT_NEAR(got_latent[head + c.r + j], pe[j], 2e-5) << "row " << t << " head " << h << " q_pe " << j;
       }
       const float* x = kv.data() + t * width;
-      double sum_sq = 0.0;
-      for (int64_t i = 0; i < c.r; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
-      const double inv_rms = 1.0 / std::sqrt(sum_sq / static_cast<double>(c.r) + eps);
+      const double inv_rms = ReferenceInverseRms(x, c.r, eps);
       std::vector<double> k_pe(x + c.r, x + width);
       for (int64_t i = 0; i < half; ++i) RotateReference(k_pe.data(), i, half, c.layout, pos, inv_freq[i], factor);
       const float* row = got_cache.data() + (c.pos0 + t) * width;
