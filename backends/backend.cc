@@ -74,6 +74,15 @@ absl::Status Backend::HeadsMatmul(const Tensor& x, int64_t x_head_stride, const 
   return absl::OkStatus();
 }
 
+absl::Status Backend::NormMoeRoute(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate,
+                                   const Tensor& bias, const MoeRouting& routing, const Tensor& ids,
+                                   const Tensor& weights) {
+  auto logits = Alloc(DType::kF32, x.rows, gate.rows);
+  if (!logits.ok()) return logits.status();
+  if (absl::Status s = NormMatmul(x, norm, eps, gate, nullptr, *logits); !s.ok()) return s;
+  return MoeRoute(*logits, bias, routing, ids, weights);
+}
+
 absl::Status Backend::NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const Tensor& ids,
                                  const Tensor& weights, const std::vector<MlpWeights>& experts,
                                  const MlpWeights* shared, const Tensor& out) {
@@ -107,8 +116,12 @@ absl::Status Backend::RopeAndStoreKv(const Tensor& q, const Tensor& k, const Ten
 absl::Status Backend::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at,
                                       const Tensor& kv, const Tensor& kv_norm, float eps, int64_t rot_dim,
                                       const RopeTable& table, RopeLayout layout, const Position& at,
-                                      const Tensor& q_latent, int64_t q_latent_head_dim, const Tensor& latent_cache) {
+                                      const Tensor& q_latent, int64_t q_latent_head_dim, const Tensor& latent_cache,
+                                      const Tensor* w_uk) {
   const int64_t r = kv.cols - rot_dim, q_rope_to = q_latent_head_dim - rot_dim;
+  if (w_uk) {
+    if (absl::Status s = HeadsMatmul(q, q_head_dim, *w_uk, n_heads, q_latent, q_latent_head_dim); !s.ok()) return s;
+  }
   if (absl::Status s = RmsNorm(kv.Cols(0, r), kv_norm, eps, kv.Cols(0, r)); !s.ok()) return s;
   if (absl::Status s = Rope(kv.Cols(r, rot_dim), 1, rot_dim, rot_dim, table, layout, at); !s.ok()) return s;
   if (absl::Status s = WriteRows(kv, latent_cache, at); !s.ok()) return s;

@@ -145,11 +145,15 @@ class Backend {
   // rotated k_pe go into latent_cache's rows at the position (kv itself may be overwritten).
   // q's n_heads heads (q_head_dim apart) have their rope part at columns [q_rope_at, q_rope_at +
   // rot_dim): rotated, it goes into the last rot_dim columns of each q_latent head
-  // (q_latent_head_dim apart), beside the absorbed W_UKᵀ q_nope (HeadsMatmul).
+  // (q_latent_head_dim apart), beside the absorbed W_UKᵀ q_nope: with w_uk (not null), each head's
+  // first w_uk.rows / n_heads columns are HeadsMatmul(q, q_head_dim, *w_uk, n_heads, q_latent,
+  // q_latent_head_dim) (q's heads' first w_uk.cols values, their nope part), else they are left
+  // as they are. The default runs HeadsMatmul and the ops above.
   virtual absl::Status MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at,
                                        const Tensor& kv, const Tensor& kv_norm, float eps, int64_t rot_dim,
                                        const RopeTable& table, RopeLayout layout, const Position& at,
-                                       const Tensor& q_latent, int64_t q_latent_head_dim, const Tensor& latent_cache);
+                                       const Tensor& q_latent, int64_t q_latent_head_dim, const Tensor& latent_cache,
+                                       const Tensor* w_uk);
   // Causal softmax attention. q [T, n_heads * head_dim_qk], k [S, n_kv_heads * head_dim_qk],
   // v [S, n_kv_heads * head_dim_v], out [T, n_heads * head_dim_v], S >= pos0 + T.
   virtual absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -159,6 +163,12 @@ class Backend {
   // logits [T, E], bias [1, E] -> ids [T, top_k] i32, weights [T, top_k] f32.
   virtual absl::Status MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
                                 const Tensor& ids, const Tensor& weights) = 0;
+  // MoeRoute of the router's logits rms_norm(x) * norm (eps) · gateᵀ (gate [E, hidden]): the
+  // router and the routing, one pass where a backend fuses them. The default composes NormMatmul
+  // and MoeRoute.
+  virtual absl::Status NormMoeRoute(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate,
+                                    const Tensor& bias, const MoeRouting& routing, const Tensor& ids,
+                                    const Tensor& weights);
   // out[t] = sum_j weights[t, j] * expert[ids[t, j]](x[t]); out [T, hidden] is overwritten.
   virtual absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                            const std::vector<MlpWeights>& experts, const Tensor& out) = 0;

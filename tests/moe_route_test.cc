@@ -1,5 +1,5 @@
-// Backend::MoeRoute (DeepSeek-V3's sigmoid, group-limited top-k routing) on every backend
-// against a host reference written from transformers' DeepseekV3TopkRouter: the chosen experts
+// Backend::MoeRoute (DeepSeek-V3's sigmoid, group-limited top-k routing) and NormMoeRoute (the
+// router before it) on every backend against a host reference written from transformers' DeepseekV3TopkRouter: the chosen experts
 // in order and their weights, for V3's, V2-Lite's and smaller layouts, one to many tokens.
 // Logits and biases lie on coarse grids, so equal values are exact ties (the lower index wins,
 // as in torch.topk's order here) and unequal ones are far apart beside float rounding.
@@ -107,6 +107,83 @@ TEST_P(BackendMoeRoute, MatchesTheReference) {
         ASSERT_EQ(ids[t * r.top_k + j], want.ids[j]) << "token " << t << " choice " << j;
         ASSERT_NEAR(weights[t * r.top_k + j], want.weights[j], 1e-6 * (1.0 + want.weights[j]))
             << "token " << t << " choice " << j;
+      }
+    }
+  }
+}
+
+// The router and the routing in one op (a decode step's one launch on CUDA) against the two ops
+// on the same backend, bit for bit, and against the host reference on the router's logits: one
+// token (fused on CUDA) and several, rows of whole 16-byte pieces and not, more experts than the
+// fused kernel takes. Each case runs twice, so a launch that left its counter set would show.
+TEST_P(BackendMoeRoute, NormMoeRouteIsTheRouterThenTheRouting) {
+  const Target target = GetParam();
+  DS_SKIP_IF_NO_DEVICE(target);
+  auto backend = MakeTestBackend(target, 1);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  Backend& b = **backend;
+  struct Case {
+    int64_t experts, hidden;
+    MoeRouting routing;
+    int64_t tokens;
+  };
+  const MoeRouting v3{.n_group = 8, .topk_group = 4, .top_k = 8, .norm_topk_prob = true, .routed_scaling_factor = 2.5f};
+  const MoeRouting v2_lite{.n_group = 1, .topk_group = 1, .top_k = 6, .norm_topk_prob = false};
+  const Case cases[] = {
+      {64, 2048, v2_lite, 1},  {256, 7168, v3, 1}, {128, 512, v3, 1}, {64, 2048, v2_lite, 3},
+      {256, 1000, v3, 1},      {256, 100, v3, 2},
+      {512, 256, {.n_group = 64, .topk_group = 7, .top_k = 13, .norm_topk_prob = true}, 1},
+  };
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> norm_value(0.5f, 1.5f);
+  std::uniform_int_distribution<int> bias_step(-16, 16);
+  for (const Case& c : cases) {
+    const MoeRouting& r = c.routing;
+    SCOPED_TRACE(::testing::Message() << c.experts << " experts, hidden " << c.hidden << ", " << c.tokens
+                                      << " tokens");
+    std::vector<float> gate(static_cast<size_t>(c.experts * c.hidden)), norm(static_cast<size_t>(c.hidden)),
+        bias(static_cast<size_t>(c.experts));
+    for (float& v : gate) v = normal(rng) / std::sqrt(static_cast<float>(c.hidden));
+    for (float& v : norm) v = norm_value(rng);
+    for (float& v : bias) v = r.n_group > 1 ? bias_step(rng) / 64.0f : 0.0f;
+    auto gate_t = b.Alloc(DType::kF32, c.experts, c.hidden), norm_t = b.Alloc(DType::kF32, 1, c.hidden),
+         bias_t = b.Alloc(DType::kF32, 1, c.experts), x_t = b.Alloc(DType::kF32, c.tokens, c.hidden),
+         logits_t = b.Alloc(DType::kF32, c.tokens, c.experts);
+    ASSERT_TRUE(gate_t.ok() && norm_t.ok() && bias_t.ok() && x_t.ok() && logits_t.ok());
+    ASSERT_TRUE(b.Upload(gate.data(), *gate_t).ok() && b.Upload(norm.data(), *norm_t).ok() &&
+                b.Upload(bias.data(), *bias_t).ok());
+    for (int round = 0; round < 2; ++round) {
+      std::vector<float> x(static_cast<size_t>(c.tokens * c.hidden));
+      for (float& v : x) v = normal(rng);
+      ASSERT_TRUE(b.Upload(x.data(), *x_t).ok());
+      // [0]: the one op, [1]: NormMatmul then MoeRoute.
+      std::vector<int32_t> ids[2];
+      std::vector<float> weights[2];
+      for (int way = 0; way < 2; ++way) {
+        auto ids_t = b.Alloc(DType::kI32, c.tokens, r.top_k), weights_t = b.Alloc(DType::kF32, c.tokens, r.top_k);
+        ASSERT_TRUE(ids_t.ok() && weights_t.ok());
+        if (way == 0) {
+          ASSERT_TRUE(b.NormMoeRoute(*x_t, *norm_t, 1e-6f, *gate_t, *bias_t, r, *ids_t, *weights_t).ok());
+        } else {
+          ASSERT_TRUE(b.NormMatmul(*x_t, *norm_t, 1e-6f, *gate_t, nullptr, *logits_t).ok());
+          ASSERT_TRUE(b.MoeRoute(*logits_t, *bias_t, r, *ids_t, *weights_t).ok());
+        }
+        ids[way].resize(static_cast<size_t>(c.tokens * r.top_k));
+        weights[way].resize(ids[way].size());
+        ASSERT_TRUE(b.Download(*ids_t, ids[way].data()).ok() && b.Download(*weights_t, weights[way].data()).ok());
+      }
+      std::vector<float> logits(static_cast<size_t>(c.tokens * c.experts));
+      ASSERT_TRUE(b.Download(*logits_t, logits.data()).ok());
+      for (int64_t t = 0; t < c.tokens; ++t) {
+        const Route want = Reference(logits.data() + t * c.experts, bias, r);
+        for (int64_t j = 0; j < r.top_k; ++j) {
+          const size_t at = static_cast<size_t>(t * r.top_k + j);
+          ASSERT_EQ(ids[0][at], ids[1][at]) << "round " << round << " token " << t << " choice " << j;
+          ASSERT_EQ(weights[0][at], weights[1][at]) << "round " << round << " token " << t << " choice " << j;
+          ASSERT_EQ(ids[0][at], want.ids[j]) << "round " << round << " token " << t << " choice " << j;
+          ASSERT_NEAR(weights[0][at], want.weights[j], 1e-6 * (1.0 + want.weights[j]));
+        }
       }
     }
   }

@@ -131,7 +131,8 @@ void RotateReference(double* x, int64_t i, int64_t half, RopeLayout layout, floa
 }
 
 // MLA: the pass's cache rows [rms_norm(c_kv) * norm | rope(k_pe)], and rope(q_pe) of each head
-// beside the latent query's first r columns, which keep what they held, as do the cache's other rows.
+// beside the latent query's first r columns, which keep what they held (as do the cache's other
+// rows) or, with w_uk, get the absorbed W_UKᵀ q_nope.
 TEST_P(RopeAndStoreKv, MlaMatchesAnF64Reference) {
   const bool position_on_device = std::get<1>(GetParam());
   Backend& b = *backend_;
@@ -139,34 +140,40 @@ TEST_P(RopeAndStoreKv, MlaMatchesAnF64Reference) {
     int64_t T, pos0, heads, nope, r, rope;
     RopeLayout layout;
   };
-  // V2-Lite's decode step and a verification pass; the tiny fixture's shape; the other layout.
+  // V2-Lite's decode step and a verification pass; the tiny fixture's shape; the other layout;
+  // heads of a latent width that is not whole groups of four rows.
   const MlaCase cases[] = {{1, 7, 16, 128, 512, 64, RopeLayout::kInterleaved},
                            {5, 4090, 16, 128, 512, 64, RopeLayout::kInterleaved},
                            {3, 0, 4, 32, 64, 16, RopeLayout::kInterleaved},
-                           {2, 30, 3, 8, 40, 8, RopeLayout::kHalf}};
+                           {2, 30, 3, 8, 40, 8, RopeLayout::kHalf},
+                           {1, 5, 3, 8, 42, 8, RopeLayout::kHalf}};
   std::mt19937 rng(15);
   std::normal_distribution<float> normal;
   const float sentinel = 1234.5f, factor = 0.75f, eps = 1e-6f;
+  for (const bool absorb : {false, true})
   for (const MlaCase& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "T " << c.T << " pos0 " << c.pos0 << " heads " << c.heads << " r " << c.r);
+    SCOPED_TRACE(::testing::Message() << "T " << c.T << " pos0 " << c.pos0 << " heads " << c.heads << " r " << c.r
+                                      << (absorb ? " with W_UK" : ""));
     const int64_t qk = c.nope + c.rope, width = c.r + c.rope, half = c.rope / 2, cache_rows = c.pos0 + c.T + 3;
     std::vector<float> q(c.T * c.heads * qk), kv(c.T * width), norm(c.r), q_latent(c.T * c.heads * width),
-        cache(cache_rows * width, sentinel);
-    for (auto* v : {&q, &kv, &norm, &q_latent})
+        cache(cache_rows * width, sentinel), w_uk(c.heads * c.r * c.nope);
+    for (auto* v : {&q, &kv, &norm, &q_latent, &w_uk})
       for (float& f : *v) f = normal(rng);
     const std::vector<float> inv_freq = RopeInvFreq(c.rope);
     auto t_q = b.Alloc(DType::kF32, c.T, c.heads * qk), t_kv = b.Alloc(DType::kF32, c.T, width);
     auto t_norm = b.Alloc(DType::kF32, 1, c.r), t_freq = b.Alloc(DType::kF32, 1, half);
     auto t_latent = b.Alloc(DType::kF32, c.T, c.heads * width), t_cache = b.Alloc(DType::kF32, cache_rows, width);
-    ASSERT_TRUE(t_q.ok() && t_kv.ok() && t_norm.ok() && t_freq.ok() && t_latent.ok() && t_cache.ok());
+    auto t_w_uk = b.Alloc(DType::kF32, c.heads * c.r, c.nope);
+    ASSERT_TRUE(t_q.ok() && t_kv.ok() && t_norm.ok() && t_freq.ok() && t_latent.ok() && t_cache.ok() && t_w_uk.ok());
     ASSERT_TRUE(b.Upload(q.data(), *t_q).ok() && b.Upload(kv.data(), *t_kv).ok() &&
                 b.Upload(norm.data(), *t_norm).ok() && b.Upload(inv_freq.data(), *t_freq).ok() &&
-                b.Upload(q_latent.data(), *t_latent).ok() && b.Upload(cache.data(), *t_cache).ok());
+                b.Upload(q_latent.data(), *t_latent).ok() && b.Upload(cache.data(), *t_cache).ok() &&
+                b.Upload(w_uk.data(), *t_w_uk).ok());
     const absl::StatusOr<Position> at = PassPosition(b, c.pos0, position_on_device);
     ASSERT_TRUE(at.ok()) << at.status();
     const RopeTable table{.inv_freq = *t_freq, .attention_factor = factor};
     ASSERT_TRUE(b.MlaRopeAndStore(*t_q, c.heads, qk, c.nope, *t_kv, *t_norm, eps, c.rope, table, c.layout, *at,
-                                  *t_latent, width, *t_cache)
+                                  *t_latent, width, *t_cache, absorb ? &*t_w_uk : nullptr)
                     .ok());
     std::vector<float> got_latent(q_latent.size()), got_cache(cache.size());
     ASSERT_TRUE(b.Download(*t_latent, got_latent.data()).ok() && b.Download(*t_cache, got_cache.data()).ok());
@@ -176,8 +183,19 @@ TEST_P(RopeAndStoreKv, MlaMatchesAnF64Reference) {
         std::vector<double> pe(q.begin() + (t * c.heads + h) * qk + c.nope, q.begin() + (t * c.heads + h + 1) * qk);
         for (int64_t i = 0; i < half; ++i) RotateReference(pe.data(), i, half, c.layout, pos, inv_freq[i], factor);
         const int64_t head = (t * c.heads + h) * width;
-        for (int64_t j = 0; j < c.r; ++j)
-          ASSERT_EQ(got_latent[head + j], q_latent[head + j]) << "row " << t << " head " << h << " latent col " << j;
+        for (int64_t j = 0; j < c.r; ++j) {
+          if (!absorb) {
+            ASSERT_EQ(got_latent[head + j], q_latent[head + j]) << "row " << t << " head " << h << " latent col " << j;
+            continue;
+          }
+          double want = 0.0, magnitude = 0.0;
+          for (int64_t i = 0; i < c.nope; ++i) {
+            const double term = static_cast<double>(q[(t * c.heads + h) * qk + i]) * w_uk[(h * c.r + j) * c.nope + i];
+            want += term, magnitude += std::abs(term);
+          }
+          ASSERT_NEAR(got_latent[head + j], want, 1e-5 * (1.0 + magnitude))
+              << "row " << t << " head " << h << " latent col " << j;
+        }
         for (int64_t j = 0; j < c.rope; ++j)
           ASSERT_NEAR(got_latent[head + c.r + j], pe[j], 2e-5) << "row " << t << " head " << h << " q_pe " << j;
       }

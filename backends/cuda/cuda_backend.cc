@@ -228,7 +228,13 @@ absl::Status CudaBackend::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int6
                                           const Tensor& kv, const Tensor& kv_norm, float eps, int64_t rot_dim,
                                           const RopeTable& table, RopeLayout layout, const Position& at,
                                           const Tensor& q_latent, int64_t q_latent_head_dim,
-                                          const Tensor& latent_cache) {
+                                          const Tensor& latent_cache, const Tensor* w_uk) {
+  // A prompt's W_UK products are GEMMs, and heads of rows the grouped GEMV does not take are
+  // GEMVs per head (HeadsMatmul); the rope and cache write are then a launch of their own.
+  if (w_uk && (q.rows > kGemvMaxRows || (w_uk->rows / n_heads) % kGemvGroupRowMultiple != 0)) {
+    DS_RETURN_IF_ERROR(HeadsMatmul(q, q_head_dim, *w_uk, n_heads, q_latent, q_latent_head_dim));
+    w_uk = nullptr;
+  }
   const MlaRopeAndStoreArgs args{.q = q.ptr<float>(),
                                  .q_stride = q.stride,
                                  .n_heads = n_heads,
@@ -246,18 +252,59 @@ absl::Status CudaBackend::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int6
                                  .cache = latent_cache.ptr<float>(),
                                  .cache_stride = latent_cache.stride,
                                  .cache_rows = latent_cache.rows};
-  return Check(LaunchMlaRopeAndStore(args, q.rows, stream()), "mla_rope_and_store");
+  if (!w_uk) return Check(LaunchMlaRopeAndStore(args, q.rows, stream()), "mla_rope_and_store");
+  return Check(LaunchMlaQueryAndStore(args, q.rows, w_uk->data, w_uk->dtype == DType::kBF16, w_uk->stride, w_uk->rows,
+                                      w_uk->cols, sm_count_, stream()),
+               "mla_rope_and_store");
 }
+
+namespace {
+
+// The device routing's limits, as a status.
+absl::Status CheckRouting(int64_t n_experts, const MoeRouting& routing) {
+  if (n_experts > kMaxExperts || routing.n_group > kMaxGroups)
+    return absl::UnimplementedError(absl::StrCat("cuda: routing over ", n_experts, " experts in ", routing.n_group,
+                                                 " groups (at most ", kMaxExperts, " in ", kMaxGroups, ")"));
+  return absl::OkStatus();
+}
+
+MoeRouteArgs RouteArgs(int64_t n_experts, const Tensor& bias, const MoeRouting& r, const Tensor& ids,
+                       const Tensor& weights) {
+  return {.n_experts = n_experts,
+          .correction = bias.ptr<float>(),
+          .n_group = r.n_group,
+          .topk_group = r.topk_group,
+          .top_k = r.top_k,
+          .norm_topk_prob = r.norm_topk_prob,
+          .routed_scaling_factor = r.routed_scaling_factor,
+          .ids = ids.ptr<int32_t>(),
+          .ids_stride = ids.stride,
+          .weights = weights.ptr<float>(),
+          .weights_stride = weights.stride};
+}
+
+}  // namespace
 
 absl::Status CudaBackend::MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
                                    const Tensor& ids, const Tensor& weights) {
-  if (logits.cols > kMaxExperts || routing.n_group > kMaxGroups)
-    return absl::UnimplementedError(absl::StrCat("cuda: routing over ", logits.cols, " experts in ", routing.n_group,
-                                                 " groups (at most ", kMaxExperts, " in ", kMaxGroups, ")"));
-  return Check(LaunchMoeRoute(logits.ptr<float>(), logits.stride, logits.rows, logits.cols, bias.ptr<float>(),
-                              routing.n_group, routing.topk_group, routing.top_k, routing.norm_topk_prob,
-                              routing.routed_scaling_factor, ids.ptr<int32_t>(), ids.stride, weights.ptr<float>(),
-                              weights.stride, stream()),
+  DS_RETURN_IF_ERROR(CheckRouting(logits.cols, routing));
+  return Check(LaunchMoeRoute(logits.ptr<float>(), logits.stride, logits.rows,
+                              RouteArgs(logits.cols, bias, routing, ids, weights), stream()),
+               "moe_route");
+}
+
+// A decode step's router and routing in one launch (LaunchNormMoeRoute); a prompt's router is a
+// GEMM.
+absl::Status CudaBackend::NormMoeRoute(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate,
+                                       const Tensor& bias, const MoeRouting& routing, const Tensor& ids,
+                                       const Tensor& weights) {
+  if (x.rows > kGemvMaxRows || gate.dtype != DType::kF32)
+    return Backend::NormMoeRoute(x, norm, eps, gate, bias, routing, ids, weights);
+  DS_RETURN_IF_ERROR(CheckRouting(gate.rows, routing));
+  DS_ASSIGN_OR_RETURN(Tensor logits, Alloc(DType::kF32, x.rows, gate.rows));
+  return Check(LaunchNormMoeRoute(x.ptr<float>(), x.stride, x.rows, x.cols, norm.ptr<float>(), eps, gate.ptr<float>(),
+                                  gate.stride, logits.ptr<float>(), route_counter_.ptr<int>(),
+                                  RouteArgs(gate.rows, bias, routing, ids, weights), sm_count_, stream()),
                "moe_route");
 }
 
@@ -293,6 +340,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CudaBackend::Create(int device, bool tf
   DS_ASSIGN_OR_RETURN(backend->attention_counters_, backend->Alloc(DType::kI32, 1, 16 * 1024));
   DS_RETURN_IF_ERROR(Check(cudaMemset(backend->attention_counters_.data, 0, backend->attention_counters_.nbytes()),
                            "attention counters"));
+  DS_ASSIGN_OR_RETURN(backend->route_counter_, backend->Alloc(DType::kI32, 1, 1));
+  DS_RETURN_IF_ERROR(Check(cudaMemset(backend->route_counter_.data, 0, backend->route_counter_.nbytes()), "route counter"));
   return std::unique_ptr<Backend>(std::move(backend));
 }
 

@@ -102,11 +102,13 @@ class CudaBackend final : public Backend {
   absl::Status MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at,
                                const Tensor& kv, const Tensor& kv_norm, float eps, int64_t rot_dim,
                                const RopeTable& table, RopeLayout layout, const Position& at, const Tensor& q_latent,
-                               int64_t q_latent_head_dim, const Tensor& latent_cache) override;
+                               int64_t q_latent_head_dim, const Tensor& latent_cache, const Tensor* w_uk) override;
   absl::Status Attention(const Tensor& q, const Tensor& k, const Tensor& v,
                          const AttentionShape& shape, const Tensor& out) override;
   absl::Status MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing,
                         const Tensor& ids, const Tensor& weights) override;
+  absl::Status NormMoeRoute(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate, const Tensor& bias,
+                            const MoeRouting& routing, const Tensor& ids, const Tensor& weights) override;
   absl::Status Moe(const Tensor& x, const Tensor& ids, const Tensor& weights,
                    const std::vector<MlpWeights>& experts, const Tensor& out) override;
   absl::Status NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const Tensor& ids, const Tensor& weights,
@@ -154,6 +156,7 @@ class CudaBackend final : public Backend {
   size_t workspace_bytes_ = 0;
   DevicePool pool_;
   Tensor attention_counters_;  // zero between attention launches (LaunchAttentionSplit)
+  Tensor route_counter_;       // zero between routing launches (LaunchNormMoeRoute)
 
   // Recording: one thread at a time, on its own stream, its allocations from the recording's arena.
   bool graphs_enabled_ = true;

@@ -1,6 +1,7 @@
 // Row-wise and element-wise kernels: RMSNorm, add, SiLU-mul, embedding gather, rope, the bf16
 // conversion ahead of tensor-core GEMMs, and the gather/scatter of routed experts' rows.
 #include "backends/cuda/common.cuh"
+#include "backends/cuda/gemv.cuh"
 #include "backends/cuda/kernels.h"
 
 namespace ds::cuda {
@@ -180,13 +181,12 @@ __global__ void RopeAndStoreKvKernel(RopeAndStoreKvArgs a) {
   for (int64_t c = threadIdx.x; c < a.v_cols; c += blockDim.x) a.v_cache[row * a.v_cache_stride + c] = v[c];
 }
 
-// A block per row t of the pass (Backend::MlaRopeAndStore): c_kv's rms as RmsNormKernel finds
+// Row t of the pass (Backend::MlaRopeAndStore), by a block: c_kv's rms as RmsNormKernel finds
 // it, the normalized c_kv and the rotated k_pe into the cache row, the heads' rotated q_pe into
-// q_latent.
-__global__ void MlaRopeAndStoreKernel(MlaRopeAndStoreArgs a) {
-  extern __shared__ float cos_sin[];  // [half] cos, then [half] sin
+// q_latent. cos_sin: rot_dim floats of shared memory.
+__device__ __forceinline__ void MlaRopeAndStoreRow(const MlaRopeAndStoreArgs& a, int64_t t, float* cos_sin) {
   const RopeArgs& rope = a.rope;
-  const int64_t t = blockIdx.x, half = rope.rot_dim / 2, r = a.kv_lora;
+  const int64_t half = rope.rot_dim / 2, r = a.kv_lora;
   const int64_t pos0 = rope.pos0_device ? *rope.pos0_device : rope.pos0;
   RopeTableFor(static_cast<float>(pos0 + t), rope.inv_freq, half, rope.attention_factor, cos_sin);
   WaitForPreviousKernels();
@@ -206,6 +206,45 @@ __global__ void MlaRopeAndStoreKernel(MlaRopeAndStoreArgs a) {
   for (int64_t i = threadIdx.x; i < r; i += blockDim.x) cache[i] = a.kv_norm[i] * (kv[i] * inv_rms);
   for (int64_t j = threadIdx.x; j < half; j += blockDim.x)
     RotatePairInto(kv + r, cache + r, j, half, rope.interleaved, cos_sin);
+}
+
+// A block per row of the pass.
+__global__ void MlaRopeAndStoreKernel(MlaRopeAndStoreArgs a) {
+  extern __shared__ float cos_sin[];  // [half] cos, then [half] sin
+  MlaRopeAndStoreRow(a, blockIdx.x, cos_sin);
+}
+
+// One row's absorbed query and cache write in one launch: the W_UK product of every head (a
+// grouped GEMV over q's nope parts into q_latent, its blocks first) and, in the last block,
+// MlaRopeAndStoreRow. The two need nothing of each other; as two launches the second waited for
+// the first.
+template <typename W, bool kVec>
+__global__ void __launch_bounds__(kWarps * 32)
+    MlaQueryAndStoreKernel(MlaRopeAndStoreArgs a, const W* __restrict__ w_uk, int64_t w_stride, int64_t n, int64_t k,
+                           int slices, GemvOptions options) {
+  extern __shared__ float cos_sin[];
+  if (blockIdx.x == gridDim.x - 1) {
+    MlaRopeAndStoreRow(a, 0, cos_sin);
+    return;
+  }
+  GemvRows<W, 1, 2, kVec, false, false, true>(a.q, a.q_stride, 1, w_uk, nullptr, w_stride, n, k, nullptr, a.q_latent,
+                                              a.q_latent_stride, slices, options);
+}
+
+// MlaQueryAndStoreKernel's launch: the grouped GEMV's blocks as LaunchGemv makes them for one
+// row (two rows a warp, the same slices and vectorized loads), so q_latent gets the same bits.
+template <typename W>
+cudaError_t LaunchMlaQueryAndStoreRow(const MlaRopeAndStoreArgs& a, const W* w, int64_t w_stride, int64_t n,
+                                      int64_t k, const GemvOptions& options, int sm_count, cudaStream_t stream) {
+  if (a.rope.rot_dim < 2 || a.rope.rot_dim > 8192 || a.kv_lora < 1 || options.y_group_step < n / a.n_heads)
+    return cudaErrorInvalidValue;
+  const int slices = SlicesFor(n, sm_count);
+  const int64_t rows_per_block = kWarps / slices * 2;
+  const int64_t blocks = (n + rows_per_block - 1) / rows_per_block + 1;  // + the rope block
+  if (blocks > 2147483647) return cudaErrorInvalidValue;
+  const bool vec = Vectorizable(w, w_stride, k) && Vectorizable(a.q, a.q_stride, k) && options.x_group_step % 4 == 0;
+  return Launch(vec ? MlaQueryAndStoreKernel<W, true> : MlaQueryAndStoreKernel<W, false>, static_cast<unsigned>(blocks),
+                kWarps * 32, a.rope.rot_dim * sizeof(float), stream, a, w, w_stride, n, k, slices, options);
 }
 
 }  // namespace
@@ -264,6 +303,24 @@ cudaError_t LaunchMlaRopeAndStore(const MlaRopeAndStoreArgs& a, int64_t rows, cu
   if (rows <= 0) return cudaSuccess;
   if (rows > 2147483647 || a.rope.rot_dim < 2 || a.rope.rot_dim > 8192 || a.kv_lora < 1) return cudaErrorInvalidValue;
   return Launch(MlaRopeAndStoreKernel, static_cast<unsigned>(rows), 256, a.rope.rot_dim * sizeof(float), stream, a);
+}
+
+cudaError_t LaunchMlaQueryAndStore(const MlaRopeAndStoreArgs& a, int64_t rows, const void* w_uk, bool w_bf16,
+                                   int64_t w_stride, int64_t n, int64_t k, int sm_count, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  const GemvOptions options{.groups = a.n_heads, .x_group_step = a.q_head_dim, .y_group_step = a.q_latent_head_dim};
+  if (a.n_heads < 1 || n % a.n_heads != 0 || (n / a.n_heads) % kGemvGroupRowMultiple != 0) return cudaErrorInvalidValue;
+  if (rows > 1) {
+    if (cudaError_t err = LaunchGemv(a.q, a.q_stride, rows, w_uk, w_bf16, w_stride, n, k, nullptr, a.q_latent,
+                                     a.q_latent_stride, options, sm_count, stream);
+        err != cudaSuccess)
+      return err;
+    return LaunchMlaRopeAndStore(a, rows, stream);
+  }
+  return w_bf16 ? LaunchMlaQueryAndStoreRow(a, static_cast<const __nv_bfloat16*>(w_uk), w_stride, n, k, options,
+                                            sm_count, stream)
+                : LaunchMlaQueryAndStoreRow(a, static_cast<const float*>(w_uk), w_stride, n, k, options, sm_count,
+                                            stream);
 }
 
 cudaError_t LaunchWriteRows(const float* x, int64_t xs, int64_t rows, int64_t cols, float* y, int64_t ys,

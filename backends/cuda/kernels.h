@@ -75,6 +75,12 @@ struct MlaRopeAndStoreArgs {
   int64_t cache_stride, cache_rows;
 };
 cudaError_t LaunchMlaRopeAndStore(const MlaRopeAndStoreArgs& args, int64_t rows, cudaStream_t stream);
+// LaunchMlaRopeAndStore and, into the first n / n_heads columns of each q_latent head, the W_UK
+// product of the head's first k values of q (w_uk [n, k], f32 or bf16: LaunchGemv's grouped
+// form, so n / n_heads a multiple of kGemvGroupRowMultiple): one launch for one row (a decode
+// step), two for more.
+cudaError_t LaunchMlaQueryAndStore(const MlaRopeAndStoreArgs& args, int64_t rows, const void* w_uk, bool w_bf16,
+                                   int64_t w_stride, int64_t n, int64_t k, int sm_count, cudaStream_t stream);
 // y[pos0 + r] = x[r] for rows r < rows, with pos0 read from the device; rows past y_rows are
 // left out.
 cudaError_t LaunchWriteRows(const float* x, int64_t x_stride, int64_t rows, int64_t cols, float* y, int64_t y_stride,
@@ -160,14 +166,31 @@ cudaError_t LaunchMoeDecode(const MoeInput& input, int64_t T, const int32_t* ids
                             const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
                             float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream);
 
-// DeepSeek-V3 routing (sigmoid, correction bias for the choice, group-limited top-k); one
-// thread per token. Fails with cudaErrorInvalidValue past kMaxExperts or kMaxGroups.
+// DeepSeek-V3 routing (sigmoid, correction bias for the choice, group-limited top-k), a warp
+// per token, of n_experts <= kMaxExperts in n_group <= kMaxGroups groups (else
+// cudaErrorInvalidValue); ids [T, top_k] and weights [T, top_k] are its outputs.
 constexpr int64_t kMaxExperts = 512;
 constexpr int64_t kMaxGroups = 64;
-cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T, int64_t n_experts,
-                           const float* correction, int64_t n_group, int64_t topk_group, int64_t top_k,
-                           bool norm_topk_prob, float routed_scaling_factor, int32_t* ids, int64_t ids_stride,
-                           float* weights, int64_t weights_stride, cudaStream_t stream);
+struct MoeRouteArgs {
+  int64_t n_experts;
+  const float* correction;  // [n_experts]
+  int64_t n_group, topk_group, top_k;
+  bool norm_topk_prob;
+  float routed_scaling_factor;
+  int32_t* ids;
+  int64_t ids_stride;
+  float* weights;
+  int64_t weights_stride;
+};
+cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T, const MoeRouteArgs& routing,
+                           cudaStream_t stream);
+// The router and the routing: logits [T, n_experts] (scratch, contiguous) = rms_norm(x) * norm ·
+// gateᵀ (f32 gate [n_experts, hidden]) as LaunchGemv computes them, then LaunchMoeRoute's
+// routing of them, for T <= kGemvMaxRows. One token (a decode step) is one launch where its
+// last block routes: counter is an int, zero, that the launch leaves zero.
+cudaError_t LaunchNormMoeRoute(const float* x, int64_t x_stride, int64_t T, int64_t hidden, const float* norm,
+                               float eps, const float* gate, int64_t gate_stride, float* logits, int* counter,
+                               const MoeRouteArgs& routing, int sm_count, cudaStream_t stream);
 
 // Causal attention for few query rows over a long cache, flash-decoding style: the keys are
 // split into chunks that blocks process in parallel (online softmax), then combined.

@@ -3,8 +3,7 @@
 // index on ties) is the CPU backend's. Every stage is spread over the warp's lanes: one thread
 // per token, as this was first, took 39 us a layer on the H100 (its arrays in local memory), a
 // warp with one lane scanning each group and one writing the weights still 11 us.
-#include "backends/cuda/common.cuh"
-#include "backends/cuda/kernels.h"
+#include "backends/cuda/gemv.cuh"
 
 namespace ds::cuda {
 namespace {
@@ -49,24 +48,28 @@ __device__ __forceinline__ float Sigmoid(float x) { return 1.0f / (1.0f + expf(-
 
 constexpr int kGroupsPerLane = kMaxGroups / 32;
 
-// kExpertsPerLane: lane l holds experts l, l + 32, ... (n_experts <= 32 * kExpertsPerLane), a
-// template so that a layer of 64 experts scans two a lane, not kMaxExperts / 32.
+// What one warp's routing of a token needs in shared memory, for up to 32 * kExpertsPerLane
+// experts.
 template <int kExpertsPerLane>
-__global__ void __launch_bounds__(32)
-    MoeRouteKernel(const float* logits, int64_t ls, int n_experts, const float* correction, int n_group,
-                   int topk_group, int top_k, bool norm_topk_prob, float scaling, int32_t* ids, int64_t ids_stride,
-                   float* weights, int64_t weights_stride) {
-  __shared__ float score[kMaxExperts], choice[kMaxExperts], group_score[kMaxGroups];
-  __shared__ bool keep[kMaxGroups];
-  __shared__ int32_t chosen[kMaxExperts];
-  __shared__ float chosen_weight[kMaxExperts];
-  WaitForPreviousKernels();
-  const int lane = threadIdx.x;
-  const int64_t t = blockIdx.x;
-  const float* l = logits + t * ls;
+struct RouteScratch {
+  static constexpr int kExperts = 32 * kExpertsPerLane;
+  float score[kExperts], choice[kExperts], group_score[kMaxGroups];
+  bool keep[kMaxGroups];
+  int32_t chosen[kExperts];
+  float chosen_weight[kExperts];
+};
+
+// Token t's routing from its logits l, by one warp (lane = threadIdx.x % 32). kExpertsPerLane:
+// lane l holds experts l, l + 32, ... (n_experts <= 32 * kExpertsPerLane), a template so that a
+// layer of 64 experts scans two a lane, not kMaxExperts / 32. The logits are read through L2
+// (another block may have written them in this kernel).
+template <int kExpertsPerLane>
+__device__ void RouteToken(const float* l, int64_t t, const MoeRouteArgs& r, RouteScratch<kExpertsPerLane>& s) {
+  const int lane = threadIdx.x % 32;
+  const int n_experts = static_cast<int>(r.n_experts), n_group = static_cast<int>(r.n_group);
   for (int e = lane; e < n_experts; e += 32) {
-    score[e] = Sigmoid(l[e]);
-    choice[e] = score[e] + correction[e];
+    s.score[e] = Sigmoid(__ldcg(l + e));
+    s.choice[e] = s.score[e] + r.correction[e];
   }
   __syncwarp();
   // A group's score is the sum of its two best choices, found by the whole warp.
@@ -74,23 +77,23 @@ __global__ void __launch_bounds__(32)
   for (int g = 0; g < n_group; ++g) {
     float best = -INFINITY, second = -INFINITY;
     for (int i = lane; i < group_size; i += 32) {
-      const float c = choice[g * group_size + i];
+      const float c = s.choice[g * group_size + i];
       second = fmaxf(second, fminf(best, c));
       best = fmaxf(best, c);
     }
     WarpTopTwo(best, second);
-    if (lane == 0) group_score[g] = group_size > 1 ? best + second : best;
+    if (lane == 0) s.group_score[g] = group_size > 1 ? best + second : best;
   }
   __syncwarp();
   float group_v[kGroupsPerLane];
   uint32_t group_taken = 0;
 #pragma unroll
-  for (int i = 0; i < kGroupsPerLane; ++i) group_v[i] = lane + 32 * i < n_group ? group_score[lane + 32 * i] : 0.0f;
-  for (int g = lane; g < n_group; g += 32) keep[g] = false;
+  for (int i = 0; i < kGroupsPerLane; ++i) group_v[i] = lane + 32 * i < n_group ? s.group_score[lane + 32 * i] : 0.0f;
+  for (int g = lane; g < n_group; g += 32) s.keep[g] = false;
   __syncwarp();
-  for (int i = 0; i < topk_group; ++i) {
+  for (int i = 0; i < r.topk_group; ++i) {
     const int g = WarpTakeBest(group_v, group_taken, n_group);
-    if (lane == 0) keep[g] = true;
+    if (lane == 0) s.keep[g] = true;
   }
   __syncwarp();
   // This lane's experts' choices; transformers masks the other groups with 0.0 (not -inf).
@@ -99,41 +102,96 @@ __global__ void __launch_bounds__(32)
 #pragma unroll
   for (int i = 0; i < kExpertsPerLane; ++i) {
     const int e = lane + 32 * i;
-    if (e < n_experts) mine[i] = keep[e / group_size] ? choice[e] : 0.0f;
+    if (e < n_experts) mine[i] = s.keep[e / group_size] ? s.choice[e] : 0.0f;
   }
-  for (int j = 0; j < top_k; ++j) {
+  for (int j = 0; j < r.top_k; ++j) {
     const int e = WarpTakeBest(mine, taken, n_experts);
-    if (lane == 0) chosen[j] = e, chosen_weight[j] = score[e];
+    if (lane == 0) s.chosen[j] = e, s.chosen_weight[j] = s.score[e];
   }
   __syncwarp();
   // The weights are the chosen experts' plain scores; their sum in order, as the CPU's.
   float sum = 0.0f;
-  for (int j = 0; j < top_k; ++j) sum += chosen_weight[j];
-  for (int j = lane; j < top_k; j += 32) {
-    ids[t * ids_stride + j] = chosen[j];
-    const float w = chosen_weight[j];
-    weights[t * weights_stride + j] = (norm_topk_prob ? w / (sum + 1e-20f) : w) * scaling;
+  for (int j = 0; j < r.top_k; ++j) sum += s.chosen_weight[j];
+  for (int j = lane; j < r.top_k; j += 32) {
+    r.ids[t * r.ids_stride + j] = s.chosen[j];
+    const float w = s.chosen_weight[j];
+    r.weights[t * r.weights_stride + j] = (r.norm_topk_prob ? w / (sum + 1e-20f) : w) * r.routed_scaling_factor;
   }
+}
+
+// A warp per token.
+template <int kExpertsPerLane>
+__global__ void __launch_bounds__(32) MoeRouteKernel(const float* logits, int64_t ls, MoeRouteArgs r) {
+  __shared__ RouteScratch<kExpertsPerLane> scratch;
+  WaitForPreviousKernels();
+  RouteToken(logits + blockIdx.x * ls, blockIdx.x, r, scratch);
+}
+
+// One token's router and routing in one launch: the router's GEMV (f32 weights, the norm on the
+// way in) as LaunchGemv runs it, so the logits are the same bits, then the last block to finish
+// routes (the other blocks' logits are visible to it after their fences) and leaves the counter
+// at zero for the next launch.
+template <int kExpertsPerLane>
+__global__ void __launch_bounds__(kWarps * 32)
+    NormMoeRouteKernel(const float* __restrict__ x, int64_t hidden, const float* __restrict__ gate,
+                       int64_t gate_stride, int slices, GemvOptions options, float* logits, int* counter,
+                       MoeRouteArgs r) {
+  GemvRows<float, 1, 1, true, false, true, false>(x, 0, 1, gate, nullptr, gate_stride, r.n_experts, hidden, nullptr,
+                                                  logits, 0, slices, options);
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(counter, 1) == static_cast<int>(gridDim.x) - 1;
+    if (last) *counter = 0;
+  }
+  __syncthreads();
+  if (!last || threadIdx.x >= 32) return;
+  __shared__ RouteScratch<kExpertsPerLane> scratch;
+  RouteToken(logits, 0, r, scratch);
+}
+
+bool RoutingFits(const MoeRouteArgs& r) {
+  return r.n_experts >= 1 && r.n_experts <= kMaxExperts && r.n_group >= 1 && r.n_group <= kMaxGroups &&
+         r.n_experts % r.n_group == 0 && r.topk_group <= r.n_group && r.top_k <= r.n_experts;
 }
 
 }  // namespace
 
-cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T, int64_t n_experts,
-                           const float* correction, int64_t n_group, int64_t topk_group, int64_t top_k,
-                           bool norm_topk_prob, float routed_scaling_factor, int32_t* ids, int64_t ids_stride,
-                           float* weights, int64_t weights_stride, cudaStream_t stream) {
+cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T, const MoeRouteArgs& r,
+                           cudaStream_t stream) {
   if (T <= 0) return cudaSuccess;
-  if (n_experts > kMaxExperts || n_group > kMaxGroups || n_group < 1 || n_experts % n_group != 0 ||
-      topk_group > n_group || top_k > n_experts)
-    return cudaErrorInvalidValue;
+  if (!RoutingFits(r)) return cudaErrorInvalidValue;
   static_assert(kMaxExperts == 512);
-  auto kernel = n_experts <= 64    ? MoeRouteKernel<2>
-                : n_experts <= 128 ? MoeRouteKernel<4>
-                : n_experts <= 256 ? MoeRouteKernel<8>
-                                   : MoeRouteKernel<16>;
-  return Launch(kernel, Blocks(T, 1, 2147483647), 32, 0, stream, logits, logits_stride, static_cast<int>(n_experts),
-                correction, static_cast<int>(n_group), static_cast<int>(topk_group), static_cast<int>(top_k),
-                norm_topk_prob, routed_scaling_factor, ids, ids_stride, weights, weights_stride);
+  auto kernel = r.n_experts <= 64    ? MoeRouteKernel<2>
+                : r.n_experts <= 128 ? MoeRouteKernel<4>
+                : r.n_experts <= 256 ? MoeRouteKernel<8>
+                                     : MoeRouteKernel<16>;
+  return Launch(kernel, Blocks(T, 1, 2147483647), 32, 0, stream, logits, logits_stride, r);
+}
+
+cudaError_t LaunchNormMoeRoute(const float* x, int64_t x_stride, int64_t T, int64_t hidden, const float* norm,
+                               float eps, const float* gate, int64_t gate_stride, float* logits, int* counter,
+                               const MoeRouteArgs& r, int sm_count, cudaStream_t stream) {
+  if (T <= 0) return cudaSuccess;
+  if (!RoutingFits(r) || T > kGemvMaxRows) return cudaErrorInvalidValue;
+  const GemvOptions options{.norm = norm, .eps = eps};
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool fused = T == 1 && r.n_experts <= 256 && counter && hidden % 8 == 0 && gate_stride % 4 == 0 && x_stride % 4 == 0 &&
+                     aligned(x) && aligned(gate) && aligned(norm);
+  if (!fused) {
+    if (cudaError_t err = LaunchGemv(x, x_stride, T, gate, false, gate_stride, r.n_experts, hidden, nullptr, logits,
+                                     r.n_experts, options, sm_count, stream);
+        err != cudaSuccess)
+      return err;
+    return LaunchMoeRoute(logits, r.n_experts, T, r, stream);
+  }
+  // The GEMV's launch shape as LaunchGemv picks it for these rows (one row a warp).
+  const int slices = SlicesFor(r.n_experts, sm_count);
+  const int64_t rows_per_block = kWarps / slices;
+  auto kernel = r.n_experts <= 64 ? NormMoeRouteKernel<2> : r.n_experts <= 128 ? NormMoeRouteKernel<4> : NormMoeRouteKernel<8>;
+  return Launch(kernel, static_cast<unsigned>((r.n_experts + rows_per_block - 1) / rows_per_block), kWarps * 32, 0,
+                stream, x, hidden, gate, gate_stride, slices, options, logits, counter, r);
 }
 
 }  // namespace ds::cuda

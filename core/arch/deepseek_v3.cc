@@ -117,10 +117,9 @@ class DeepseekV3 final : public Model {
     // [kv_a_layernorm(c_kv) | rope(k_pe)], this step's rows of which are written here.
     Tensor q_latent = ops.New(T, heads * (r + rope));
     if (!ops.ok()) return {};
-    ops.HeadsMatmulInto(q, qk, a.w_uk_t, heads, q_latent, r + rope);
     const Tensor& latent = cache.Layer(layer, 0);  // [c_kv | k_pe] per position
     ops.MlaRopeAndStore(q, heads, qk, nope, kv, a.kv_a_layernorm, eps(), rope, rope_, RopeLayout::kInterleaved, at,
-                        q_latent, r + rope, latent);
+                        q_latent, r + rope, latent, &a.w_uk_t);
     const AttentionShape shape{.n_heads = heads, .n_kv_heads = 1, .head_dim_qk = r + rope,
                                .head_dim_v = r, .scale = softmax_scale_, .position = at};
     Tensor o_latent = ops.Attention(q_latent, latent, latent.Cols(0, r), shape);  // [T, heads * r]
@@ -134,8 +133,7 @@ class DeepseekV3 final : public Model {
   // x + routed experts(h) + shared experts(h), h = rms_norm(x) * norm (post_attention_layernorm),
   // which the router and the experts apply as they read x.
   Tensor MoeForward(Ops& ops, const MoE& moe, const Tensor& norm, const Tensor& x) const {
-    Tensor router_logits = ops.NormLinear(x, norm, eps(), moe.gate);
-    const auto routes = ops.MoeRoute(router_logits, moe.e_score_correction_bias, routing_);
+    const auto routes = ops.NormMoeRoute(x, norm, eps(), moe.gate, moe.e_score_correction_bias, routing_);
     return ops.NormMoeAdd(x, norm, eps(), routes, moe.experts, moe.shared_experts ? &*moe.shared_experts : nullptr);
   }
 

@@ -130,7 +130,7 @@ void Ops::RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int6
 void Ops::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at, const Tensor& kv,
                           const Tensor& kv_norm, float eps, int64_t rot_dim, const RopeTable& table, RopeLayout layout,
                           const Position& at, const Tensor& q_latent, int64_t q_latent_head_dim,
-                          const Tensor& latent_cache) {
+                          const Tensor& latent_cache, const Tensor* w_uk) {
   const bool f32 = q.dtype == DType::kF32 && kv.dtype == DType::kF32 && q_latent.dtype == DType::kF32 &&
                    latent_cache.dtype == DType::kF32;
   if (!Check(q.valid() && kv.valid() && kv_norm.valid() && q_latent.valid() && latent_cache.valid() && f32 &&
@@ -139,11 +139,13 @@ void Ops::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, 
                  q_rope_at + rot_dim <= q_head_dim && (n_heads - 1) * q_head_dim + q_rope_at + rot_dim <= q.cols &&
                  q_latent_head_dim >= rot_dim && n_heads * q_latent_head_dim <= q_latent.cols && kv.rows == q.rows &&
                  q_latent.rows == q.rows && latent_cache.cols == kv.cols && at.pos0 >= 0 &&
-                 at.pos0 + kv.rows <= latent_cache.rows,
+                 at.pos0 + kv.rows <= latent_cache.rows &&
+                 (!w_uk || (w_uk->valid() && w_uk->rows % n_heads == 0 && w_uk->cols <= q_head_dim &&
+                            w_uk->rows / n_heads <= q_latent_head_dim - rot_dim)),
              "mla_rope_and_store"))
     return;
   Record(backend_.MlaRopeAndStore(q, n_heads, q_head_dim, q_rope_at, kv, kv_norm, eps, rot_dim, table, layout, at,
-                                  q_latent, q_latent_head_dim, latent_cache));
+                                  q_latent, q_latent_head_dim, latent_cache, w_uk));
 }
 
 Tensor Ops::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& s) {
@@ -165,6 +167,18 @@ std::pair<Tensor, Tensor> Ops::MoeRoute(const Tensor& logits, const Tensor& bias
   Tensor ids = New(logits.rows, r.top_k, DType::kI32);
   Tensor weights = New(logits.rows, r.top_k);
   if (ok()) Record(backend_.MoeRoute(logits, bias, r, ids, weights));
+  return {ids, weights};
+}
+
+std::pair<Tensor, Tensor> Ops::NormMoeRoute(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate,
+                                            const Tensor& bias, const MoeRouting& r) {
+  if (!Check(x.valid() && gate.valid() && norm.cols == x.cols && gate.cols == x.cols && bias.cols == gate.rows &&
+                 gate.rows % r.n_group == 0 && r.topk_group <= r.n_group && r.top_k <= gate.rows,
+             "moe_route"))
+    return {};
+  Tensor ids = New(x.rows, r.top_k, DType::kI32);
+  Tensor weights = New(x.rows, r.top_k);
+  if (ok()) Record(backend_.NormMoeRoute(x, norm, eps, gate, bias, r, ids, weights));
   return {ids, weights};
 }
 

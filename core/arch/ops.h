@@ -38,14 +38,18 @@ class Ops {
   void RopeAndStoreKv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t head_dim, int64_t rot_dim,
                       const RopeTable& table, RopeLayout layout, const Position& at, const Tensor& k_cache,
                       const Tensor& v_cache);
-  // MLA's cache rows and rotated query parts (Backend::MlaRopeAndStore).
+  // MLA's cache rows and absorbed query: its rotated rope parts and, with w_uk, its W_UKᵀ q_nope
+  // parts (Backend::MlaRopeAndStore).
   void MlaRopeAndStore(const Tensor& q, int64_t n_heads, int64_t q_head_dim, int64_t q_rope_at, const Tensor& kv,
                        const Tensor& kv_norm, float eps, int64_t rot_dim, const RopeTable& table, RopeLayout layout,
                        const Position& at, const Tensor& q_latent, int64_t q_latent_head_dim,
-                       const Tensor& latent_cache);
+                       const Tensor& latent_cache, const Tensor* w_uk);
   Tensor Attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape);
   // -> (ids [T, top_k] i32, weights [T, top_k])
   std::pair<Tensor, Tensor> MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& routing);
+  // MoeRoute(NormLinear(x, norm, eps, gate), bias, routing): Backend::NormMoeRoute.
+  std::pair<Tensor, Tensor> NormMoeRoute(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate,
+                                         const Tensor& bias, const MoeRouting& routing);
   // x + routed experts(h) + shared(h), h = rms_norm(x) * norm (shared may be null):
   // Backend::NormMoeAdd.
   Tensor NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const std::pair<Tensor, Tensor>& routes,
