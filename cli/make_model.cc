@@ -134,21 +134,32 @@ struct Entry {
   double std = 0;
 };
 
-std::vector<Entry> Tensors(const Shape& s) {
+// The layers from `from` on write into the residual stream at `scale` times the usual size
+// (their o_proj and down_proj weights): at a small scale the first `from` layers decide the
+// output, and the model of those layers alone (the same seed, --layers from) drafts for it with
+// high acceptance at a fraction of its cost.
+struct Tail {
+  int64_t from = -1;  // none
+  double scale = 1;
+};
+
+std::vector<Entry> Tensors(const Shape& s, const Tail& tail) {
   std::vector<Entry> t;
   const double in_h = 1.0 / std::sqrt(static_cast<double>(s.hidden));
-  auto linear = [&t](const std::string& name, int64_t out, int64_t in) {
-    t.push_back({name, {out, in}, Entry::kNormal, 1.0 / std::sqrt(static_cast<double>(in))});
+  double residual_scale = 1;  // of the block being listed
+  auto linear = [&t](const std::string& name, int64_t out, int64_t in, double scale = 1) {
+    t.push_back({name, {out, in}, Entry::kNormal, scale / std::sqrt(static_cast<double>(in))});
   };
   auto norm = [&t](const std::string& name, int64_t n) { t.push_back({name, {n}, Entry::kOnes}); };
   auto mlp = [&](const std::string& p, int64_t inter) {
     linear(p + "gate_proj.weight", inter, s.hidden);
     linear(p + "up_proj.weight", inter, s.hidden);
-    linear(p + "down_proj.weight", s.hidden, inter);
+    linear(p + "down_proj.weight", s.hidden, inter, residual_scale);
   };
   t.push_back({"model.embed_tokens.weight", {s.vocab, s.hidden}, Entry::kNormal, 1.0});
   auto block = [&](int64_t i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
+    residual_scale = tail.from >= 0 && i >= tail.from && i < s.layers ? tail.scale : 1.0;
     norm(p + "input_layernorm.weight", s.hidden);
     norm(p + "post_attention_layernorm.weight", s.hidden);
     if (s.arch == "deepseek_v3") {
@@ -163,7 +174,7 @@ std::vector<Entry> Tensors(const Shape& s) {
       linear(p + "self_attn.kv_a_proj_with_mqa.weight", s.kv_lora + s.rope, s.hidden);
       norm(p + "self_attn.kv_a_layernorm.weight", s.kv_lora);
       linear(p + "self_attn.kv_b_proj.weight", s.heads * (s.nope + s.v), s.kv_lora);
-      linear(p + "self_attn.o_proj.weight", s.hidden, s.heads * s.v);
+      linear(p + "self_attn.o_proj.weight", s.hidden, s.heads * s.v, residual_scale);
       if (i < s.first_dense) {
         mlp(p + "mlp.", s.intermediate);
       } else {
@@ -177,7 +188,7 @@ std::vector<Entry> Tensors(const Shape& s) {
       linear(p + "self_attn.q_proj.weight", s.heads * d, s.hidden);
       linear(p + "self_attn.k_proj.weight", s.kv_heads * d, s.hidden);
       linear(p + "self_attn.v_proj.weight", s.kv_heads * d, s.hidden);
-      linear(p + "self_attn.o_proj.weight", s.hidden, s.heads * d);
+      linear(p + "self_attn.o_proj.weight", s.hidden, s.heads * d, residual_scale);
       if (s.arch == "qwen2") {
         t.push_back({p + "self_attn.q_proj.bias", {s.heads * d}, Entry::kNormal, 0.02});
         t.push_back({p + "self_attn.k_proj.bias", {s.kv_heads * d}, Entry::kNormal, 0.02});
@@ -224,6 +235,16 @@ struct TensorStreams {
   uint64_t state, noise_state;  // before the tensor's first element
 };
 
+// A tensor's streams start from its name and the seed, so a tensor is the same whatever else the
+// model holds: a model of fewer layers is the first layers of a deeper one.
+TensorStreams StreamsFor(uint64_t seed, const std::string& name) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+  for (const unsigned char c : name) h = (h ^ c) * 0x100000001b3ull;
+  uint64_t mix = seed ^ h;
+  const uint64_t state = SplitMix(mix);
+  return {state, SplitMix(mix)};
+}
+
 // Elements [begin, end) of tensor t (begin even) into out (the tensor's bytes): two normals per
 // two uniforms of `state` (Box-Muller), and with noise two more draws of `noise_state` each.
 void FillRange(const Entry& t, uint64_t n, TensorStreams streams, bool f32, double noise, uint64_t begin,
@@ -255,8 +276,8 @@ void FillRange(const Entry& t, uint64_t n, TensorStreams streams, bool f32, doub
 // `noise` > 0 adds noise * std * N(0, 1) to every random weight, from its own random stream,
 // so the same seed with and without noise gives a model and a perturbed copy of it (a draft
 // whose agreement with the target falls as the noise grows).
-bool Write(const Shape& s, const fs::path& out, uint64_t seed, bool f32, double noise) {
-  const std::vector<Entry> tensors = Tensors(s);
+bool Write(const Shape& s, const Tail& tail, const fs::path& out, uint64_t seed, bool f32, double noise) {
+  const std::vector<Entry> tensors = Tensors(s, tail);
   const size_t elem = f32 ? 4 : 2;
   std::string header = "{\"__metadata__\":{\"format\":\"pt\"}";
   uint64_t offset = 0;
@@ -277,7 +298,6 @@ bool Write(const Shape& s, const fs::path& out, uint64_t seed, bool f32, double 
   const uint64_t header_len = header.size();
   for (int i = 0; i < 8; ++i) file.put(static_cast<char>((header_len >> (8 * i)) & 0xff));
   file << header;
-  TensorStreams streams{seed, seed ^ 0x5eedf00dull};
   const unsigned n_threads = std::max(1u, std::thread::hardware_concurrency());
   std::vector<char> buffer;
   uint64_t written = 0;
@@ -287,14 +307,12 @@ bool Write(const Shape& s, const fs::path& out, uint64_t seed, bool f32, double 
     buffer.resize(n * elem);
     // Even-sized chunks (a pair of normals never straddles two), one per thread.
     const uint64_t chunk = std::max<uint64_t>(1 << 16, (n / n_threads + 2) & ~uint64_t{1});
+    const TensorStreams streams = StreamsFor(seed, t.name);
     std::vector<std::thread> workers;
     for (uint64_t begin = 0; begin < n; begin += chunk)
       workers.emplace_back(FillRange, std::cref(t), n, streams, f32, noise, begin, std::min(n, begin + chunk),
                            buffer.data());
     for (auto& w : workers) w.join();
-    const uint64_t pairs = (n + 1) / 2;
-    streams.state += 2 * pairs * kSplitMixStep;
-    if (noise > 0 && t.fill == Entry::kNormal) streams.noise_state += 2 * n * kSplitMixStep;
     file.write(buffer.data(), static_cast<std::streamsize>(buffer.size()));
     written += buffer.size();
     if (isatty(fileno(stderr)))
@@ -311,6 +329,8 @@ int MakeModelCommand(int argc, char** argv) {
   uint64_t seed = 1;
   bool f32 = false;
   double noise = 0;
+  int64_t layers = 0;
+  Tail tail;
   const auto presets = Presets();
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -326,10 +346,21 @@ int MakeModelCommand(int argc, char** argv) {
       f32 = true;
     } else if (a == "--noise" && i + 1 < argc) {
       noise = std::strtod(argv[++i], nullptr);
+    } else if (a == "--layers" && i + 1 < argc) {
+      layers = std::strtoll(argv[++i], nullptr, 10);
+    } else if (a == "--tail-from" && i + 1 < argc) {
+      tail.from = std::strtoll(argv[++i], nullptr, 10);
+    } else if (a == "--tail-scale" && i + 1 < argc) {
+      tail.scale = std::strtod(argv[++i], nullptr);
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: ds make-model [--arch deepseek_v3|qwen2|llama] [--preset NAME] [--tokenizer DIR] [--seed N] "
-                  "[--f32] [--noise SIGMA] OUT_DIR\n\nWrites config.json and model.safetensors (bf16, or f32) with random weights, and "
-                  "copies tokenizer.json and tokenizer_config.json from DIR.\n--noise perturbs every weight by SIGMA times its scale (the same seed without it is the clean model: a draft for benchmarks).\nPresets:");
+                  "[--f32] [--noise SIGMA] [--layers N] [--tail-from L --tail-scale S] OUT_DIR\n\nWrites config.json and "
+                  "model.safetensors (bf16, or f32) with random weights, and copies tokenizer.json and "
+                  "tokenizer_config.json from DIR. A tensor's weights depend on the seed and its name only.\n"
+                  "--noise perturbs every weight by SIGMA times its scale (the same seed without it is the clean model: a "
+                  "draft for benchmarks).\n--layers N keeps the preset's first N layers.\n--tail-from L --tail-scale S: "
+                  "layers L and on write into the residual stream at S times the usual size, so the same seed with "
+                  "--layers L is a cheap draft that mostly agrees with it (S = 0: exactly).\nPresets:");
       for (const auto& [name, s] : presets) std::printf(" %s (%s)", name.c_str(), s.arch.c_str());
       std::printf("\n--arch picks the tiny preset of that architecture. Random weights produce gibberish.\n");
       return 0;
@@ -357,13 +388,27 @@ int MakeModelCommand(int argc, char** argv) {
     std::fprintf(stderr, "ds make-model: give the folder to write (see --help)\n");
     return 2;
   }
+  Shape shape = it->second;
+  if (layers != 0) {
+    if (layers < 1 || layers > shape.layers || (shape.arch == "deepseek_v3" && layers < shape.first_dense)) {
+      std::fprintf(stderr, "ds make-model: --layers is 1 to %lld for preset '%s', not %lld\n",
+                   static_cast<long long>(shape.layers), preset.c_str(), static_cast<long long>(layers));
+      return 2;
+    }
+    shape.layers = layers;
+  }
+  if ((tail.from != -1 && (tail.from < 0 || tail.from > shape.layers)) || !(tail.scale >= 0)) {
+    std::fprintf(stderr, "ds make-model: --tail-from is 0 to %lld and --tail-scale at least 0\n",
+                 static_cast<long long>(shape.layers));
+    return 2;
+  }
   std::error_code ec;
   fs::create_directories(out, ec);
   if (ec) {
     std::fprintf(stderr, "ds make-model: cannot create %s: %s\n", out.c_str(), ec.message().c_str());
     return 1;
   }
-  std::ofstream(fs::path(out) / "config.json") << ConfigJson(it->second);
+  std::ofstream(fs::path(out) / "config.json") << ConfigJson(shape);
   if (!tokenizer.empty()) {
     for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
       fs::copy_file(fs::path(tokenizer) / name, fs::path(out) / name, fs::copy_options::overwrite_existing, ec);
@@ -373,7 +418,7 @@ int MakeModelCommand(int argc, char** argv) {
       }
     }
   }
-  if (!Write(it->second, out, seed, f32, noise)) {
+  if (!Write(shape, tail, out, seed, f32, noise)) {
     std::fprintf(stderr, "ds make-model: cannot write %s/model.safetensors\n", out.c_str());
     return 1;
   }

@@ -20,6 +20,17 @@ grep -q "12 generated" "$work/run.err" || fail "run: $(cat "$work/run.err")"
 "$ds" run -m "$work/model" -p "Why is the sky blue?" -n 12 -t 2 -q > "$work/run2.txt"
 cmp -s "$work/run.txt" "$work/run2.txt" || fail "greedy runs differ"
 
+# A tensor's weights depend only on the seed and its name: with its second layer writing nothing
+# into the residual stream (--tail-scale 0), a two-layer model says what its first layer alone does.
+"$ds" make-model --arch qwen2 --layers 1 --tokenizer "$tokenizer" "$work/one" 2>/dev/null
+"$ds" make-model --arch qwen2 --tail-from 1 --tail-scale 0 --tokenizer "$tokenizer" "$work/two" 2>/dev/null
+grep -q '"num_hidden_layers": 1' "$work/one/config.json" || fail "--layers 1: $(grep layers "$work/one/config.json")"
+"$ds" run -m "$work/one" -p "Why is the sky blue?" -n 12 -t 2 -q > "$work/one.txt"
+"$ds" run -m "$work/two" -p "Why is the sky blue?" -n 12 -t 2 -q > "$work/two.txt"
+cmp -s "$work/one.txt" "$work/two.txt" || fail "a silent second layer changed the text"
+"$ds" make-model --arch qwen2 --layers 3 "$work/bad" 2> "$work/err.txt" && fail "--layers past the preset succeeded"
+grep -q "\-\-layers is 1 to 2" "$work/err.txt" || fail "--layers 3: $(cat "$work/err.txt")"
+
 printf 'Hello there\nAnd again\n/exit\n' | "$ds" chat -m "$work/model" -n 6 -t 2 > "$work/chat.txt" 2> "$work/chat.err"
 prompts=$(grep -o '^\[[0-9]* prompt tokens' "$work/chat.err" | grep -o '[0-9]*')
 first=$(echo "$prompts" | sed -n 1p) second=$(echo "$prompts" | sed -n 2p)
