@@ -120,6 +120,19 @@ inline absl::StatusOr<Position> PassPosition(Backend& backend, int64_t pos0, boo
     GTEST_SKIP() << "skipped: no CUDA device (" << CudaUnavailableReason() << ")";    \
   }
 
+// A test of a backend's ops, parameterized by target: the backend (two CPU threads) made in
+// SetUp, the test skipped where its device is missing.
+class BackendOpTest : public ::testing::TestWithParam<Target> {
+ protected:
+  void SetUp() override {
+    DS_SKIP_IF_NO_DEVICE(GetParam());
+    auto backend = MakeTestBackend(GetParam(), 2);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = *std::move(backend);
+  }
+  std::unique_ptr<Backend> backend_;
+};
+
 // A fresh empty folder under the system temp dir.
 std::string MakeTempDir(const std::string& tag);
 void WriteFile(const std::string& path, const std::string& content);

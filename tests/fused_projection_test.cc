@@ -28,16 +28,7 @@ struct Case {
 };
 
 // Each test's backend: the CPU (two threads) or CUDA, the test skipped where there is no device.
-class FusedProjections : public ::testing::TestWithParam<Target> {
- protected:
-  void SetUp() override {
-    DS_SKIP_IF_NO_DEVICE(GetParam());
-    auto backend = MakeTestBackend(GetParam(), 2);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = *std::move(backend);
-  }
-  std::unique_ptr<Backend> backend_;
-};
+class FusedProjections : public BackendOpTest {};
 
 // A host matrix and its backend copy (bf16 weights rounded on the host first, so that the
 // reference multiplies the same values).

@@ -17,7 +17,7 @@
 namespace ds::testing {
 namespace {
 
-class BackendMoeRoute : public ::testing::TestWithParam<Target> {};
+class BackendMoeRoute : public BackendOpTest {};
 
 struct Route {
   std::vector<int32_t> ids;
@@ -61,11 +61,7 @@ Route Reference(const float* logits, const std::vector<float>& bias, const MoeRo
 }
 
 TEST_P(BackendMoeRoute, MatchesTheReference) {
-  const Target target = GetParam();
-  DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = MakeTestBackend(target, 1);
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  Backend& b = **backend;
+  Backend& b = *backend_;
   struct Case {
     int64_t experts;
     MoeRouting routing;
@@ -117,11 +113,7 @@ TEST_P(BackendMoeRoute, MatchesTheReference) {
 // token (fused on CUDA) and several, rows of whole 16-byte pieces and not, more experts than the
 // fused kernel takes. Each case runs twice, so a launch that left its counter set would show.
 TEST_P(BackendMoeRoute, NormMoeRouteIsTheRouterThenTheRouting) {
-  const Target target = GetParam();
-  DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = MakeTestBackend(target, 1);
-  ASSERT_TRUE(backend.ok()) << backend.status();
-  Backend& b = **backend;
+  Backend& b = *backend_;
   struct Case {
     int64_t experts, hidden;
     MoeRouting routing;
