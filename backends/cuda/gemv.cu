@@ -34,12 +34,13 @@ cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* 
   const int slices = SlicesFor(n, sm_count);
   // Two rows a warp where a warp's share of a row is short: MLA's per-head products (a grouped
   // GEMV; rows of 128 and 512 values on V2-Lite, 5.6 -> 4.5 us each on the H100), and a GEMV
-  // with the norm whose rows are at most four 16-byte chunks a lane (V2-Lite's stacked q/kv_a:
-  // 2048 values over two warps; decode +3-4%). The other decode GEMVs stay at one: two rows a
+  // with the norm whose rows are at most four 16-byte chunks a lane, whose blocks spent as long
+  // finding the rms as streaming (V2-Lite's stacked q/kv_a, 2048 values over two warps: decode
+  // +3-4%; the 1.5B's qkv, 1536 over four: +2-5%). The other decode GEMVs stay at one: two rows a
   // warp for every GEMV of few slices cost the distills 1-4% (bench/RESULTS.md).
   if constexpr (M == 1 && R == 1) {
     const bool short_rows = k / 8 <= 4 * 32 * static_cast<int64_t>(slices);
-    if (options.groups > 1 || (!kGateUp && options.norm && slices <= 2 && short_rows))
+    if (options.groups > 1 || (!kGateUp && options.norm && short_rows))
       return GemvFor<W, M, kGateUp, 2>(x, xs, m, w, w2, ws, n, k, bias, y, ys, options, sm_count, stream);
   }
   const int64_t rows_per_block = kWarps / slices * R;
