@@ -229,9 +229,10 @@ absl::Status CudaBackend::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int6
                                           const RopeTable& table, RopeLayout layout, const Position& at,
                                           const Tensor& q_latent, int64_t q_latent_head_dim,
                                           const Tensor& latent_cache, const Tensor* w_uk) {
-  // A prompt's W_UK products are GEMMs, and heads of rows the grouped GEMV does not take are
-  // GEMVs per head (HeadsMatmul); the rope and cache write are then a launch of their own.
-  if (w_uk && (q.rows > kGemvMaxRows || (w_uk->rows / n_heads) % kGemvGroupRowMultiple != 0)) {
+  // One row (a decode step) is one launch; otherwise the W_UK products are HeadsMatmul's (a
+  // grouped GEMV for a verification pass, GEMMs for a prompt) and the rope and cache write a
+  // launch of their own.
+  if (w_uk && (q.rows != 1 || (w_uk->rows / n_heads) % kGemvGroupRowMultiple != 0)) {
     DS_RETURN_IF_ERROR(HeadsMatmul(q, q_head_dim, *w_uk, n_heads, q_latent, q_latent_head_dim));
     w_uk = nullptr;
   }
@@ -253,7 +254,7 @@ absl::Status CudaBackend::MlaRopeAndStore(const Tensor& q, int64_t n_heads, int6
                                  .cache_stride = latent_cache.stride,
                                  .cache_rows = latent_cache.rows};
   if (!w_uk) return Check(LaunchMlaRopeAndStore(args, q.rows, stream()), "mla_rope_and_store");
-  return Check(LaunchMlaQueryAndStore(args, q.rows, w_uk->data, w_uk->dtype == DType::kBF16, w_uk->stride, w_uk->rows,
+  return Check(LaunchMlaQueryAndStore(args, w_uk->data, w_uk->dtype == DType::kBF16, w_uk->stride, w_uk->rows,
                                       w_uk->cols, sm_count_, stream()),
                "mla_rope_and_store");
 }
@@ -293,16 +294,17 @@ absl::Status CudaBackend::MoeRoute(const Tensor& logits, const Tensor& bias, con
                "moe_route");
 }
 
-// A decode step's router and routing in one launch (LaunchNormMoeRoute); a prompt's router is a
-// GEMM.
+// A decode step's router and routing in one launch (LaunchNormMoeRoute); otherwise the two ops
+// (a GEMV and the routing for a verification pass, a GEMM for a prompt's router).
 absl::Status CudaBackend::NormMoeRoute(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate,
                                        const Tensor& bias, const MoeRouting& routing, const Tensor& ids,
                                        const Tensor& weights) {
-  if (x.rows > kGemvMaxRows || gate.dtype != DType::kF32)
+  if (gate.dtype != DType::kF32 || !NormMoeRouteInOneLaunch(x.ptr<float>(), x.stride, x.rows, x.cols, norm.ptr<float>(),
+                                                            gate.ptr<float>(), gate.stride, gate.rows))
     return Backend::NormMoeRoute(x, norm, eps, gate, bias, routing, ids, weights);
   DS_RETURN_IF_ERROR(CheckRouting(gate.rows, routing));
-  DS_ASSIGN_OR_RETURN(Tensor logits, Alloc(DType::kF32, x.rows, gate.rows));
-  return Check(LaunchNormMoeRoute(x.ptr<float>(), x.stride, x.rows, x.cols, norm.ptr<float>(), eps, gate.ptr<float>(),
+  DS_ASSIGN_OR_RETURN(Tensor logits, Alloc(DType::kF32, 1, gate.rows));
+  return Check(LaunchNormMoeRoute(x.ptr<float>(), x.stride, x.cols, norm.ptr<float>(), eps, gate.ptr<float>(),
                                   gate.stride, logits.ptr<float>(), route_counter_.ptr<int>(),
                                   RouteArgs(gate.rows, bias, routing, ids, weights), sm_count_, stream()),
                "moe_route");

@@ -305,18 +305,10 @@ cudaError_t LaunchMlaRopeAndStore(const MlaRopeAndStoreArgs& a, int64_t rows, cu
   return Launch(MlaRopeAndStoreKernel, static_cast<unsigned>(rows), 256, a.rope.rot_dim * sizeof(float), stream, a);
 }
 
-cudaError_t LaunchMlaQueryAndStore(const MlaRopeAndStoreArgs& a, int64_t rows, const void* w_uk, bool w_bf16,
-                                   int64_t w_stride, int64_t n, int64_t k, int sm_count, cudaStream_t stream) {
-  if (rows <= 0) return cudaSuccess;
+cudaError_t LaunchMlaQueryAndStore(const MlaRopeAndStoreArgs& a, const void* w_uk, bool w_bf16, int64_t w_stride,
+                                   int64_t n, int64_t k, int sm_count, cudaStream_t stream) {
   const GemvOptions options{.groups = a.n_heads, .x_group_step = a.q_head_dim, .y_group_step = a.q_latent_head_dim};
   if (a.n_heads < 1 || n % a.n_heads != 0 || (n / a.n_heads) % kGemvGroupRowMultiple != 0) return cudaErrorInvalidValue;
-  if (rows > 1) {
-    if (cudaError_t err = LaunchGemv(a.q, a.q_stride, rows, w_uk, w_bf16, w_stride, n, k, nullptr, a.q_latent,
-                                     a.q_latent_stride, options, sm_count, stream);
-        err != cudaSuccess)
-      return err;
-    return LaunchMlaRopeAndStore(a, rows, stream);
-  }
   return w_bf16 ? LaunchMlaQueryAndStoreRow(a, static_cast<const __nv_bfloat16*>(w_uk), w_stride, n, k, options,
                                             sm_count, stream)
                 : LaunchMlaQueryAndStoreRow(a, static_cast<const float*>(w_uk), w_stride, n, k, options, sm_count,

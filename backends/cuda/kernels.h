@@ -75,12 +75,12 @@ struct MlaRopeAndStoreArgs {
   int64_t cache_stride, cache_rows;
 };
 cudaError_t LaunchMlaRopeAndStore(const MlaRopeAndStoreArgs& args, int64_t rows, cudaStream_t stream);
-// LaunchMlaRopeAndStore and, into the first n / n_heads columns of each q_latent head, the W_UK
-// product of the head's first k values of q (w_uk [n, k], f32 or bf16: LaunchGemv's grouped
-// form, so n / n_heads a multiple of kGemvGroupRowMultiple): one launch for one row (a decode
-// step), two for more.
-cudaError_t LaunchMlaQueryAndStore(const MlaRopeAndStoreArgs& args, int64_t rows, const void* w_uk, bool w_bf16,
-                                   int64_t w_stride, int64_t n, int64_t k, int sm_count, cudaStream_t stream);
+// One row's (a decode step's) LaunchMlaRopeAndStore and, in the same launch, the W_UK product of
+// the head's first k values of q into the first n / n_heads columns of each q_latent head
+// (w_uk [n, k], f32 or bf16), as LaunchGemv's grouped form computes it (so n / n_heads is a
+// multiple of kGemvGroupRowMultiple).
+cudaError_t LaunchMlaQueryAndStore(const MlaRopeAndStoreArgs& args, const void* w_uk, bool w_bf16, int64_t w_stride,
+                                   int64_t n, int64_t k, int sm_count, cudaStream_t stream);
 // y[pos0 + r] = x[r] for rows r < rows, with pos0 read from the device; rows past y_rows are
 // left out.
 cudaError_t LaunchWriteRows(const float* x, int64_t x_stride, int64_t rows, int64_t cols, float* y, int64_t y_stride,
@@ -184,12 +184,14 @@ struct MoeRouteArgs {
 };
 cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T, const MoeRouteArgs& routing,
                            cudaStream_t stream);
-// The router and the routing: logits [T, n_experts] (scratch, contiguous) = rms_norm(x) * norm ·
-// gateᵀ (f32 gate [n_experts, hidden]) as LaunchGemv computes them, then LaunchMoeRoute's
-// routing of them, for T <= kGemvMaxRows. One token (a decode step) is one launch where its
-// last block routes: counter is an int, zero, that the launch leaves zero.
-cudaError_t LaunchNormMoeRoute(const float* x, int64_t x_stride, int64_t T, int64_t hidden, const float* norm,
-                               float eps, const float* gate, int64_t gate_stride, float* logits, int* counter,
+// One token's (a decode step's) router and routing in one launch: logits [1, n_experts]
+// (scratch) = rms_norm(x) * norm · gateᵀ (f32 gate [n_experts, hidden]) as LaunchGemv computes
+// them, then, in the launch's last block, LaunchMoeRoute's routing of them. counter is an int,
+// zero, that the launch leaves zero. Where NormMoeRouteInOneLaunch says no, run the two.
+bool NormMoeRouteInOneLaunch(const float* x, int64_t x_stride, int64_t T, int64_t hidden, const float* norm,
+                             const float* gate, int64_t gate_stride, int64_t n_experts);
+cudaError_t LaunchNormMoeRoute(const float* x, int64_t x_stride, int64_t hidden, const float* norm, float eps,
+                               const float* gate, int64_t gate_stride, float* logits, int* counter,
                                const MoeRouteArgs& routing, int sm_count, cudaStream_t stream);
 
 // Causal attention for few query rows over a long cache, flash-decoding style: the keys are

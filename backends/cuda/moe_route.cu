@@ -170,22 +170,21 @@ cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T
   return Launch(kernel, Blocks(T, 1, 2147483647), 32, 0, stream, logits, logits_stride, r);
 }
 
-cudaError_t LaunchNormMoeRoute(const float* x, int64_t x_stride, int64_t T, int64_t hidden, const float* norm,
-                               float eps, const float* gate, int64_t gate_stride, float* logits, int* counter,
-                               const MoeRouteArgs& r, int sm_count, cudaStream_t stream) {
-  if (T <= 0) return cudaSuccess;
-  if (!RoutingFits(r) || T > kGemvMaxRows) return cudaErrorInvalidValue;
-  const GemvOptions options{.norm = norm, .eps = eps};
+bool NormMoeRouteInOneLaunch(const float* x, int64_t x_stride, int64_t T, int64_t hidden, const float* norm,
+                             const float* gate, int64_t gate_stride, int64_t n_experts) {
+  // LaunchGemv's vectorized loads (so that the logits are its bits) and a routing scratch of at
+  // most 8 experts a lane.
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  const bool fused = T == 1 && r.n_experts <= 256 && counter && hidden % 8 == 0 && gate_stride % 4 == 0 && x_stride % 4 == 0 &&
-                     aligned(x) && aligned(gate) && aligned(norm);
-  if (!fused) {
-    if (cudaError_t err = LaunchGemv(x, x_stride, T, gate, false, gate_stride, r.n_experts, hidden, nullptr, logits,
-                                     r.n_experts, options, sm_count, stream);
-        err != cudaSuccess)
-      return err;
-    return LaunchMoeRoute(logits, r.n_experts, T, r, stream);
-  }
+  return T == 1 && n_experts <= 256 && hidden % 8 == 0 && gate_stride % 4 == 0 && x_stride % 4 == 0 && aligned(x) &&
+         aligned(gate) && aligned(norm);
+}
+
+cudaError_t LaunchNormMoeRoute(const float* x, int64_t x_stride, int64_t hidden, const float* norm, float eps,
+                               const float* gate, int64_t gate_stride, float* logits, int* counter,
+                               const MoeRouteArgs& r, int sm_count, cudaStream_t stream) {
+  if (!RoutingFits(r) || !counter || !NormMoeRouteInOneLaunch(x, x_stride, 1, hidden, norm, gate, gate_stride, r.n_experts))
+    return cudaErrorInvalidValue;
+  const GemvOptions options{.norm = norm, .eps = eps};
   // The GEMV's launch shape as LaunchGemv picks it for these rows (one row a warp).
   const int slices = SlicesFor(r.n_experts, sm_count);
   const int64_t rows_per_block = kWarps / slices;
