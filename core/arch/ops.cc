@@ -159,27 +159,26 @@ Tensor Ops::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const A
   return out;
 }
 
-std::pair<Tensor, Tensor> Ops::MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& r) {
-  if (!Check(logits.valid() && bias.cols == logits.cols && logits.cols % r.n_group == 0 &&
-                 r.topk_group <= r.n_group && r.top_k <= logits.cols,
+std::pair<Tensor, Tensor> Ops::NewRoutes(int64_t tokens, int64_t experts, const Tensor& bias, const MoeRouting& r) {
+  if (!Check(bias.cols == experts && experts % r.n_group == 0 && r.topk_group <= r.n_group && r.top_k <= experts,
              "moe_route"))
     return {};
-  Tensor ids = New(logits.rows, r.top_k, DType::kI32);
-  Tensor weights = New(logits.rows, r.top_k);
-  if (ok()) Record(backend_.MoeRoute(logits, bias, r, ids, weights));
-  return {ids, weights};
+  return {New(tokens, r.top_k, DType::kI32), New(tokens, r.top_k)};
+}
+
+std::pair<Tensor, Tensor> Ops::MoeRoute(const Tensor& logits, const Tensor& bias, const MoeRouting& r) {
+  if (!Check(logits.valid(), "moe_route")) return {};
+  auto routes = NewRoutes(logits.rows, logits.cols, bias, r);
+  if (ok()) Record(backend_.MoeRoute(logits, bias, r, routes.first, routes.second));
+  return routes;
 }
 
 std::pair<Tensor, Tensor> Ops::NormMoeRoute(const Tensor& x, const Tensor& norm, float eps, const Tensor& gate,
                                             const Tensor& bias, const MoeRouting& r) {
-  if (!Check(x.valid() && gate.valid() && norm.cols == x.cols && gate.cols == x.cols && bias.cols == gate.rows &&
-                 gate.rows % r.n_group == 0 && r.topk_group <= r.n_group && r.top_k <= gate.rows,
-             "moe_route"))
-    return {};
-  Tensor ids = New(x.rows, r.top_k, DType::kI32);
-  Tensor weights = New(x.rows, r.top_k);
-  if (ok()) Record(backend_.NormMoeRoute(x, norm, eps, gate, bias, r, ids, weights));
-  return {ids, weights};
+  if (!Check(x.valid() && gate.valid() && norm.cols == x.cols && gate.cols == x.cols, "moe_route")) return {};
+  auto routes = NewRoutes(x.rows, gate.rows, bias, r);
+  if (ok()) Record(backend_.NormMoeRoute(x, norm, eps, gate, bias, r, routes.first, routes.second));
+  return routes;
 }
 
 Tensor Ops::NormMoeAdd(const Tensor& x, const Tensor& norm, float eps, const std::pair<Tensor, Tensor>& routes,

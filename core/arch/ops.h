@@ -63,6 +63,9 @@ class Ops {
  private:
   // Records the first failure; later ops become no-ops returning empty tensors.
   bool Check(bool condition, const char* what);
+  // The routing's outputs (ids [tokens, top_k] i32, weights [tokens, top_k]) for `experts`
+  // experts with bias [1, experts], once the routing is checked to fit them.
+  std::pair<Tensor, Tensor> NewRoutes(int64_t tokens, int64_t experts, const Tensor& bias, const MoeRouting& routing);
   void Record(absl::Status s);
 
   Backend& backend_;
