@@ -171,8 +171,7 @@ absl::StatusOr<int32_t> Session::NextToken() {
     return token;
   }
   if (!has_logits()) return absl::FailedPreconditionError("no logits yet: append a prompt first");
-  const int32_t token =
-      sampler_.greedy() && !logits_.argmax.empty() ? logits_.argmax.back() : sampler_.Sample(logits(), n_vocab());
+  const int32_t token = sampler_.greedy() ? GreedyToken() : sampler_.Sample(logits(), n_vocab());
   DS_RETURN_IF_ERROR(Append({&token, 1}));
   return token;
 }

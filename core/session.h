@@ -91,6 +91,9 @@ class Session {
   // The argmax of each row of logits() / all_logits() (greedy choices) where the backend computed
   // them, else empty.
   const std::vector<int32_t>& argmax() const { return logits_.argmax; }
+  // The greedy choice after the last row: the backend's argmax where it has one (the logits need
+  // not come to the host), else the logits' (the first on ties either way).
+  int32_t GreedyToken() const { return !logits_.argmax.empty() ? logits_.argmax.back() : Argmax(logits(), n_vocab()); }
   // Final hidden states (after the model's last norm) of the last Append: [rows, hidden].
   const std::vector<float>& hidden() const { return hidden_; }
   const Engine& engine() const { return *engine_; }

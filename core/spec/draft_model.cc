@@ -27,8 +27,7 @@ class DraftModelProposer final : public Proposer {
     for (int i = 0; i < k; ++i) {
       int32_t token;
       if (sampler.greedy()) {
-        // The backend's argmax where it has one: the logits need not come to the host.
-        token = !draft_->argmax().empty() ? draft_->argmax().back() : Argmax(draft_->logits(), draft_->n_vocab());
+        token = draft_->GreedyToken();
       } else {
         std::vector<float> q;
         sampler.Probabilities(draft_->logits(), draft_->n_vocab(), q);
