@@ -146,12 +146,12 @@ struct Tail {
 std::vector<Entry> Tensors(const Shape& s, const Tail& tail) {
   std::vector<Entry> t;
   const double in_h = 1.0 / std::sqrt(static_cast<double>(s.hidden));
-  double residual_scale = 1;  // of the block being listed
   auto linear = [&t](const std::string& name, int64_t out, int64_t in, double scale = 1) {
     t.push_back({name, {out, in}, Entry::kNormal, scale / std::sqrt(static_cast<double>(in))});
   };
   auto norm = [&t](const std::string& name, int64_t n) { t.push_back({name, {n}, Entry::kOnes}); };
-  auto mlp = [&](const std::string& p, int64_t inter) {
+  // residual_scale: of the projection that writes into the residual stream (down_proj).
+  auto mlp = [&](const std::string& p, int64_t inter, double residual_scale) {
     linear(p + "gate_proj.weight", inter, s.hidden);
     linear(p + "up_proj.weight", inter, s.hidden);
     linear(p + "down_proj.weight", s.hidden, inter, residual_scale);
@@ -159,7 +159,7 @@ std::vector<Entry> Tensors(const Shape& s, const Tail& tail) {
   t.push_back({"model.embed_tokens.weight", {s.vocab, s.hidden}, Entry::kNormal, 1.0});
   auto block = [&](int64_t i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    residual_scale = tail.from >= 0 && i >= tail.from && i < s.layers ? tail.scale : 1.0;
+    const double residual_scale = tail.from >= 0 && i >= tail.from && i < s.layers ? tail.scale : 1.0;
     norm(p + "input_layernorm.weight", s.hidden);
     norm(p + "post_attention_layernorm.weight", s.hidden);
     if (s.arch == "deepseek_v3") {
@@ -176,12 +176,13 @@ std::vector<Entry> Tensors(const Shape& s, const Tail& tail) {
       linear(p + "self_attn.kv_b_proj.weight", s.heads * (s.nope + s.v), s.kv_lora);
       linear(p + "self_attn.o_proj.weight", s.hidden, s.heads * s.v, residual_scale);
       if (i < s.first_dense) {
-        mlp(p + "mlp.", s.intermediate);
+        mlp(p + "mlp.", s.intermediate, residual_scale);
       } else {
-        for (int64_t e = 0; e < s.experts; ++e) mlp(p + "mlp.experts." + std::to_string(e) + ".", s.moe_intermediate);
+        for (int64_t e = 0; e < s.experts; ++e)
+          mlp(p + "mlp.experts." + std::to_string(e) + ".", s.moe_intermediate, residual_scale);
         t.push_back({p + "mlp.gate.weight", {s.experts, s.hidden}, Entry::kNormal, in_h});
         t.push_back({p + "mlp.gate.e_score_correction_bias", {s.experts}, Entry::kNormal, 0.01});
-        if (s.shared) mlp(p + "mlp.shared_experts.", s.moe_intermediate * s.shared);
+        if (s.shared) mlp(p + "mlp.shared_experts.", s.moe_intermediate * s.shared, residual_scale);
       }
     } else {
       const int64_t d = s.hidden / s.heads;
@@ -194,7 +195,7 @@ std::vector<Entry> Tensors(const Shape& s, const Tail& tail) {
         t.push_back({p + "self_attn.k_proj.bias", {s.kv_heads * d}, Entry::kNormal, 0.02});
         t.push_back({p + "self_attn.v_proj.bias", {s.kv_heads * d}, Entry::kNormal, 0.02});
       }
-      mlp(p + "mlp.", s.intermediate);
+      mlp(p + "mlp.", s.intermediate, residual_scale);
     }
   };
   for (int64_t i = 0; i < s.layers; ++i) block(i);
