@@ -238,13 +238,12 @@ cudaError_t LaunchMlaQueryAndStoreRow(const MlaRopeAndStoreArgs& a, const W* w, 
                                       int64_t k, const GemvOptions& options, int sm_count, cudaStream_t stream) {
   if (a.rope.rot_dim < 2 || a.rope.rot_dim > 8192 || a.kv_lora < 1 || options.y_group_step < n / a.n_heads)
     return cudaErrorInvalidValue;
-  const int slices = SlicesFor(n, sm_count);
-  const int64_t rows_per_block = kWarps / slices * 2;
-  const int64_t blocks = (n + rows_per_block - 1) / rows_per_block + 1;  // + the rope block
+  const GemvShape shape = GemvShapeFor<W>(a.q, a.q_stride, w, nullptr, w_stride, n, k, options, 2, sm_count);
+  const int64_t blocks = shape.blocks + 1;  // + the rope block
   if (blocks > 2147483647) return cudaErrorInvalidValue;
-  const bool vec = Vectorizable(w, w_stride, k) && Vectorizable(a.q, a.q_stride, k) && options.x_group_step % 4 == 0;
-  return Launch(vec ? MlaQueryAndStoreKernel<W, true> : MlaQueryAndStoreKernel<W, false>, static_cast<unsigned>(blocks),
-                kWarps * 32, a.rope.rot_dim * sizeof(float), stream, a, w, w_stride, n, k, slices, options);
+  return Launch(shape.vec ? MlaQueryAndStoreKernel<W, true> : MlaQueryAndStoreKernel<W, false>,
+                static_cast<unsigned>(blocks), kWarps * 32, a.rope.rot_dim * sizeof(float), stream, a, w, w_stride, n,
+                k, shape.slices, options);
 }
 
 }  // namespace

@@ -30,8 +30,7 @@ cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* 
                     const float* bias, float* y, int64_t ys, const GemvOptions& options, int sm_count,
                     cudaStream_t stream) {
   constexpr int R = kR;
-  // Slices from n alone (not M or R): part of what keeps a row's summation order fixed.
-  const int slices = SlicesFor(n, sm_count);
+  const GemvShape shape = GemvShapeFor(x, xs, w, kGateUp ? w2 : nullptr, ws, n, k, options, R, sm_count);
   // Two rows a warp where a warp's share of a row is short: MLA's per-head products (a grouped
   // GEMV; rows of 128 and 512 values on V2-Lite, 5.6 -> 4.5 us each on the H100), and a GEMV
   // with the norm whose rows are at most four 16-byte chunks a lane, whose blocks spent as long
@@ -39,17 +38,13 @@ cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* 
   // +3-4%; the 1.5B's qkv, 1536 over four: +2-5%). The other decode GEMVs stay at one: two rows a
   // warp for every GEMV of few slices cost the distills 1-4% (bench/RESULTS.md).
   if constexpr (M == 1 && R == 1) {
-    const bool short_rows = k / 8 <= 4 * 32 * static_cast<int64_t>(slices);
+    const bool short_rows = k / 8 <= 4 * 32 * static_cast<int64_t>(shape.slices);
     if (options.groups > 1 || (!kGateUp && options.norm && short_rows))
       return GemvFor<W, M, kGateUp, 2>(x, xs, m, w, w2, ws, n, k, bias, y, ys, options, sm_count, stream);
   }
-  const int64_t rows_per_block = kWarps / slices * R;
-  const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
-  if (blocks > 2147483647) return cudaErrorInvalidValue;
+  if (shape.blocks > 2147483647) return cudaErrorInvalidValue;
   static_assert(kGemvGroupRowMultiple % R == 0, "a warp's rows must lie in one group");
-  const bool vec = Vectorizable(w, ws, k) && Vectorizable(x, xs, k) && (!kGateUp || Vectorizable(w2, ws, k)) &&
-                   (!options.norm || Vectorizable(options.norm, 0, k)) &&
-                   (options.groups == 1 || options.x_group_step % 4 == 0);
+  const bool vec = shape.vec;
   auto kernel = options.norm
                     ? (vec ? GemvKernel<W, M, R, true, kGateUp, true, false> : GemvKernel<W, M, R, false, kGateUp, true, false>)
                     : (vec ? GemvKernel<W, M, R, true, kGateUp, false, false>
@@ -58,8 +53,8 @@ cudaError_t GemvFor(const float* x, int64_t xs, int64_t m, const W* w, const W* 
     if (options.groups > 1)
       kernel = vec ? GemvKernel<W, M, R, true, false, false, true> : GemvKernel<W, M, R, false, false, false, true>;
   }
-  return Launch(kernel, static_cast<unsigned>(blocks), kWarps * 32, 0, stream, x, xs, static_cast<int>(m), w, w2, ws,
-                n, k, bias, y, ys, slices, options);
+  return Launch(kernel, static_cast<unsigned>(shape.blocks), kWarps * 32, 0, stream, x, xs, static_cast<int>(m), w, w2,
+                ws, n, k, bias, y, ys, shape.slices, options);
 }
 
 template <typename W, bool kGateUp>

@@ -25,6 +25,29 @@ bool Vectorizable(const T* p, int64_t stride, int64_t k) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0 && stride % elems16 == 0 && k % 8 == 0;
 }
 
+// How LaunchGemv runs a GEMV of n rows of k at R weight rows a warp: the warps a row (from n
+// alone: part of what keeps a row's sum the same whatever the call), its blocks, and whether it
+// loads 16-byte chunks (the two loops sum in different orders). A kernel that runs GemvRows
+// inside another launch takes its shape from here, so its rows are LaunchGemv's bits.
+struct GemvShape {
+  int slices;
+  int64_t blocks;
+  bool vec;
+};
+template <typename W>
+bool GemvVectorizable(const float* x, int64_t xs, const W* w, const W* w2, int64_t ws, int64_t k,
+                      const GemvOptions& options) {
+  return Vectorizable(w, ws, k) && Vectorizable(x, xs, k) && (!w2 || Vectorizable(w2, ws, k)) &&
+         (!options.norm || Vectorizable(options.norm, 0, k)) && (options.groups == 1 || options.x_group_step % 4 == 0);
+}
+template <typename W>
+GemvShape GemvShapeFor(const float* x, int64_t xs, const W* w, const W* w2, int64_t ws, int64_t n, int64_t k,
+                       const GemvOptions& options, int R, int sm_count) {
+  const int slices = SlicesFor(n, sm_count);
+  const int64_t rows_per_block = kWarps / slices * R;
+  return {slices, (n + rows_per_block - 1) / rows_per_block, GemvVectorizable(x, xs, w, w2, ws, k, options)};
+}
+
 // Sums each row's slices: warp `warp` holds slice warp % slices of local row warp / slices.
 // Returns the total in every lane of each row's first slice warp.
 template <int M>

@@ -172,11 +172,10 @@ cudaError_t LaunchMoeRoute(const float* logits, int64_t logits_stride, int64_t T
 
 bool NormMoeRouteInOneLaunch(const float* x, int64_t x_stride, int64_t T, int64_t hidden, const float* norm,
                              const float* gate, int64_t gate_stride, int64_t n_experts) {
-  // LaunchGemv's vectorized loads (so that the logits are its bits) and a routing scratch of at
+  // The kernel's GEMV loads 16-byte chunks (LaunchGemv's too, here), its routing scratch holds at
   // most 8 experts a lane.
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return T == 1 && n_experts <= 256 && hidden % 8 == 0 && gate_stride % 4 == 0 && x_stride % 4 == 0 && aligned(x) &&
-         aligned(gate) && aligned(norm);
+  return T == 1 && n_experts <= 256 &&
+         GemvVectorizable<float>(x, x_stride, gate, nullptr, gate_stride, hidden, {.norm = norm});
 }
 
 cudaError_t LaunchNormMoeRoute(const float* x, int64_t x_stride, int64_t hidden, const float* norm, float eps,
@@ -185,12 +184,13 @@ cudaError_t LaunchNormMoeRoute(const float* x, int64_t x_stride, int64_t hidden,
   if (!RoutingFits(r) || !counter || !NormMoeRouteInOneLaunch(x, x_stride, 1, hidden, norm, gate, gate_stride, r.n_experts))
     return cudaErrorInvalidValue;
   const GemvOptions options{.norm = norm, .eps = eps};
-  // The GEMV's launch shape as LaunchGemv picks it for these rows (one row a warp).
-  const int slices = SlicesFor(r.n_experts, sm_count);
-  const int64_t rows_per_block = kWarps / slices;
+  // LaunchGemv's slices and loads (a row's sum does not depend on how many rows a warp takes:
+  // here one).
+  const GemvShape shape = GemvShapeFor<float>(x, x_stride, gate, nullptr, gate_stride, r.n_experts, hidden, options, 1,
+                                              sm_count);
   auto kernel = r.n_experts <= 64 ? NormMoeRouteKernel<2> : r.n_experts <= 128 ? NormMoeRouteKernel<4> : NormMoeRouteKernel<8>;
-  return Launch(kernel, static_cast<unsigned>((r.n_experts + rows_per_block - 1) / rows_per_block), kWarps * 32, 0,
-                stream, x, hidden, gate, gate_stride, slices, options, logits, counter, r);
+  return Launch(kernel, static_cast<unsigned>(shape.blocks), kWarps * 32, 0, stream, x, hidden, gate, gate_stride,
+                shape.slices, options, logits, counter, r);
 }
 
 }  // namespace ds::cuda
