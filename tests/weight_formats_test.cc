@@ -13,6 +13,7 @@
 
 #include "backends/backend.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/gemv.h"
 #include "core/model/config.h"
 #include "core/model/dtype.h"
 #include "core/model/quant.h"
@@ -238,6 +239,41 @@ TEST(Bf16Weights, RoundingIsToNearestEven) {
   EXPECT_EQ(Bf16ToF32(F32ToBf16(1.00390625f)), 1.0f);       // exactly halfway: to even (down)
   EXPECT_EQ(Bf16ToF32(F32ToBf16(1.01171875f)), 1.015625f);  // halfway: to even (up)
   EXPECT_TRUE(std::isnan(Bf16ToF32(F32ToBf16(std::nanf("")))));
+}
+
+// The AVX-512 widening of a prompt's weight rows gives WidenRow's values bit for bit (and, to
+// bf16, F32ToBf16 of them), for every scale an f16 holds: zero, subnormal, the largest, negative.
+TEST(WidenRowAvx512, MatchesWidenRow) {
+  if (!CpuHasAvx512Bf16()) GTEST_SKIP() << "no AVX-512 (with BF16) on this CPU: the kernels never run here";
+  std::mt19937 rng(11);
+  const uint16_t scales[] = {0x0000, 0x0001, 0x03ff, 0x3c00, 0x7bff, 0xbc00, 0x8001, 0x2e66};
+  for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kBF16}) {
+    for (int64_t n : {32, 64, 1056, 4096}) {
+      std::vector<uint8_t> row(RowBytes(dtype, n));
+      for (uint8_t& byte : row) byte = static_cast<uint8_t>(rng());
+      if (dtype != DType::kBF16) {  // a block's scale from the list, its codes random
+        const size_t block_bytes = RowBytes(dtype, kQuantBlock);
+        for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+          const uint16_t d = scales[b % std::size(scales)];
+          std::memcpy(row.data() + b * block_bytes, &d, sizeof d);
+        }
+      }
+      std::vector<float> want(n), got(n);
+      WidenRow(dtype, row.data(), n, want.data());
+      WidenRowAvx512(dtype, row.data(), n, got.data());
+      std::vector<uint16_t> got_bf16(n);
+      WidenRowToBf16Avx512(dtype, row.data(), n, got_bf16.data());
+      for (int64_t i = 0; i < n; ++i) {
+        if (std::isnan(want[i])) {  // random bf16 bits: NaN stays NaN
+          EXPECT_TRUE(std::isnan(got[i]) && std::isnan(Bf16ToF32(got_bf16[i])));
+          continue;
+        }
+        ASSERT_EQ(std::memcmp(&want[i], &got[i], sizeof(float)), 0)
+            << DTypeName(dtype) << " n=" << n << " i=" << i << ": " << want[i] << " vs " << got[i];
+        ASSERT_EQ(got_bf16[i], F32ToBf16(want[i])) << DTypeName(dtype) << " n=" << n << " i=" << i;
+      }
+    }
+  }
 }
 
 // A matrix stored in the checkpoint as the backend keeps it goes up from the mapped file without

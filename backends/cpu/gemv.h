@@ -58,6 +58,11 @@ bool Avx512ReadsQuads(DType dtype);
 // y[i] = x[i] rounded to bf16 (to nearest even, NaN kept quiet: F32ToBf16), n values, 16 at a
 // time. AVX-512 F and BW, as PickDotRowAvx512.
 void RoundToBf16Avx512(const float* x, int64_t n, uint16_t* y);
+// A weight row's n values, as WidenRow gives them, with AVX-512 F and BW; ToBf16: then rounded
+// as RoundToBf16Avx512 (Q8_0 / Q4_0 blocks straight to bf16, never stored as f32). A prompt's
+// GEMM widens every weight of the layer this way, so it runs 16 or 32 values at a time.
+void WidenRowAvx512(DType dtype, const void* row, int64_t n, float* out);
+void WidenRowToBf16Avx512(DType dtype, const void* row, int64_t n, uint16_t* out);
 
 namespace {
 

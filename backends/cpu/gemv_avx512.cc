@@ -248,21 +248,95 @@ struct Q4QuadKernel {
   }
 };
 
+// 16 floats rounded to bf16 as F32ToBf16 rounds them (to nearest even, NaN kept quiet).
+__m256i RoundToBf16x16(__m512 v) {
+  const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff), quiet = _mm512_set1_epi32(0x40);
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(half, lsb)), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(bits, 16), quiet);
+  return _mm512_cvtepi32_epi16(r);
+}
+
+// A quantized block's 32 values, d * code, in two vectors (elements 0..15, 16..31): the same
+// exact products DequantizeRowQ8_0 / Q4_0 compute (an 8-bit code times an f16 scale fits f32).
+void BlockValues(const BlockQ8_0& b, __m512& lo, __m512& hi) {
+  const __m512 d = _mm512_set1_ps(_cvtsh_ss(b.d));
+  const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.q));
+  lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(codes))));
+  hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(codes, 1))));
+}
+void BlockValues(const BlockQ4_0& b, __m512& lo, __m512& hi) {
+  const __m512 d = _mm512_set1_ps(_cvtsh_ss(b.d));
+  const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.q)));
+  const __m512i eight = _mm512_set1_epi32(8);
+  lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(0xf)), eight)));
+  hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight)));
+}
+
+template <typename Block>
+void WidenBlocks(const void* row, int64_t n, float* out) {
+  const Block* blocks = static_cast<const Block*>(row);
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    __m512 lo, hi;
+    BlockValues(blocks[b], lo, hi);
+    _mm512_storeu_ps(out + b * kQuantBlock, lo);
+    _mm512_storeu_ps(out + b * kQuantBlock + 16, hi);
+  }
+}
+
+template <typename Block>
+void WidenBlocksToBf16(const void* row, int64_t n, uint16_t* out) {
+  const Block* blocks = static_cast<const Block*>(row);
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    __m512 lo, hi;
+    BlockValues(blocks[b], lo, hi);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kQuantBlock), RoundToBf16x16(lo));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kQuantBlock + 16), RoundToBf16x16(hi));
+  }
+}
+
 }  // namespace
 
 void RoundToBf16Avx512(const float* x, int64_t n, uint16_t* y) {
-  const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff), quiet = _mm512_set1_epi32(0x40);
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    const __m512i bits = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(half, lsb)), 16);
-    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(bits, 16), quiet);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), _mm512_cvtepi32_epi16(r));
-  }
+  for (; i + 16 <= n; i += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), RoundToBf16x16(_mm512_loadu_ps(x + i)));
   for (; i < n; ++i) y[i] = F32ToBf16(x[i]);
+}
+
+void WidenRowAvx512(DType dtype, const void* row, int64_t n, float* out) {
+  switch (dtype) {
+    case DType::kQ8_0: return WidenBlocks<BlockQ8_0>(row, n, out);
+    case DType::kQ4_0: return WidenBlocks<BlockQ4_0>(row, n, out);
+    case DType::kBF16: {
+      const uint16_t* w = static_cast<const uint16_t*>(row);
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16) {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
+        _mm512_storeu_ps(out + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+      }
+      for (; i < n; ++i) out[i] = Bf16Bits(w[i]);
+      return;
+    }
+    default: return WidenRow(dtype, row, n, out);
+  }
+}
+
+void WidenRowToBf16Avx512(DType dtype, const void* row, int64_t n, uint16_t* out) {
+  switch (dtype) {
+    case DType::kQ8_0: return WidenBlocksToBf16<BlockQ8_0>(row, n, out);
+    case DType::kQ4_0: return WidenBlocksToBf16<BlockQ4_0>(row, n, out);
+    default: break;
+  }
+  // Other formats through f32 a piece at a time (bf16 weights are multiplied where they lie).
+  constexpr int64_t kPiece = 256;
+  float piece[kPiece];
+  for (int64_t i = 0; i < n; i += kPiece) {
+    const int64_t len = n - i < kPiece ? n - i : kPiece;
+    WidenRowAvx512(dtype, static_cast<const char*>(row) + RowBytes(dtype, i), len, piece);
+    RoundToBf16Avx512(piece, len, out + i);
+  }
 }
 
 DotRow PickDotRowAvx512(DType dtype) {

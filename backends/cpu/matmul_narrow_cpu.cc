@@ -416,21 +416,19 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
   }
   float* const wf = widened.data();
   uint16_t* const wb = rounded.data();
+  const bool avx512 = ActiveKernels() == CpuKernels::kAvx512;  // bf16 products imply it
+  const size_t row_bytes = RowBytes(w.dtype, w.stride);
   for (int64_t j0 = 0; j0 < N; j0 += block) {
     const int64_t n = std::min(block, N - j0);
-    const Tensor rows = w.Rows(j0, n);
-#pragma omp parallel
-    {
-      thread_local std::vector<float> row;  // with bf16 products a row widens here (L1/L2) first
-      if (bf16) row.resize(static_cast<size_t>(K));
-#pragma omp for schedule(static)
-      for (int64_t j = 0; j < n; ++j) {
-        if (!bf16) {
-          WidenRow(w.dtype, rows.Rows(j, 1).data, K, wf + j * K);
-        } else {
-          WidenRow(w.dtype, rows.Rows(j, 1).data, K, row.data());
-          RoundToBf16Avx512(row.data(), K, wb + j * K);
-        }
+    const char* const rows = w.Rows(j0, n).ptr<char>();
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < n; ++j) {
+      if (bf16) {
+        WidenRowToBf16Avx512(w.dtype, rows + j * row_bytes, K, wb + j * K);
+      } else if (avx512) {
+        WidenRowAvx512(w.dtype, rows + j * row_bytes, K, wf + j * K);
+      } else {
+        WidenRow(w.dtype, rows + j * row_bytes, K, wf + j * K);
       }
     }
     const Tensor bias_block = bias ? bias->Cols(j0, n) : Tensor{};
