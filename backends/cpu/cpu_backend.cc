@@ -70,8 +70,31 @@ absl::Status CpuBackend::Download(const Tensor& src, void* host) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// A prompt's rows split over the threads; a decode row (a few thousand values) stays on the
+// calling thread, where a parallel region would cost more than it saves.
+constexpr int64_t kParallelRows = 2;
+
+// Whether no byte of b's rows lies among a's (neither tensor empty).
+bool Disjoint(const Tensor& a, const Tensor& b) {
+  const auto span = [](const Tensor& t) {
+    const char* begin = t.ptr<char>();
+    return std::pair{begin, begin + (t.rows - 1) * RowBytes(t.dtype, t.stride) + RowBytes(t.dtype, t.cols)};
+  };
+  const auto [a_begin, a_end] = span(a);
+  const auto [b_begin, b_end] = span(b);
+  return b_end <= a_begin || a_end <= b_begin;
+}
+
+}  // namespace
+
 absl::Status CpuBackend::Copy(const Tensor& src, const Tensor& dst) {
   const size_t row_bytes = RowBytes(src.dtype, src.cols);
+  ScopedOmpThreads threads(n_threads_);
+  // Rows in any order only where no row's destination is another row's source.
+  const bool parallel = src.rows >= kParallelRows && Disjoint(src, dst);
+#pragma omp parallel for if (parallel)
   for (int64_t r = 0; r < src.rows; ++r) std::memmove(dst.Rows(r, 1).data, src.Rows(r, 1).data, row_bytes);
   return absl::OkStatus();
 }
@@ -98,6 +121,8 @@ absl::Status CpuBackend::RmsNorm(const Tensor& x, const Tensor& weight, float ep
 }
 
 absl::Status CpuBackend::Add(const Tensor& a, const Tensor& b, const Tensor& y) {
+  ScopedOmpThreads threads(n_threads_);
+#pragma omp parallel for if (a.rows >= kParallelRows)
   for (int64_t r = 0; r < a.rows; ++r) {
     const float* ar = a.ptr<float>() + r * a.stride;
     const float* br = b.ptr<float>() + r * b.stride;
@@ -168,8 +193,12 @@ absl::Status CpuBackend::Rope(const Tensor& x, int64_t n_heads, int64_t head_str
                               const RopeTable& table, RopeLayout layout, const Position& at) {
   const int64_t half = rot_dim / 2;
   const float* inv_freq = table.inv_freq.ptr<float>();
-  std::vector<float> cos_v(half), sin_v(half);
+  ScopedOmpThreads threads(n_threads_);
+#pragma omp parallel for if (x.rows >= kParallelRows)
   for (int64_t t = 0; t < x.rows; ++t) {
+    thread_local std::vector<float> cos_v, sin_v;
+    cos_v.resize(half);
+    sin_v.resize(half);
     // As transformers: the angle is a float32 product, scaled cos/sin in float32.
     const float pos = static_cast<float>(at.pos0 + t);
     for (int64_t i = 0; i < half; ++i) {
