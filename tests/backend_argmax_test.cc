@@ -19,15 +19,16 @@ class BackendArgmax : public ::testing::TestWithParam<Target> {};
 TEST_P(BackendArgmax, MatchesTheSamplersArgmax) {
   const Target target = GetParam();
   DS_SKIP_IF_NO_DEVICE(target);
-  auto backend = MakeTestBackend(target, 1);
+  // Three threads: the CPU backend splits a long row between them (and not a short one).
+  auto backend = MakeTestBackend(target, 3);
   ASSERT_TRUE(backend.ok()) << backend.status();
   std::mt19937 rng(3);
   std::normal_distribution<float> normal;
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   for (int64_t cols : {1, 2, 31, 1025, 4099, 151936}) {
     // Row 0 random; 1: ties of the maximum at three places; 2: NaN first; 3: NaNs scattered
-    // over a random row; 4: all -inf; 5: +inf twice.
-    const int64_t rows = 6;
+    // over a random row; 4: all -inf; 5: +inf twice; 6: NaNs scattered, x[0] not one.
+    const int64_t rows = 7;
     std::vector<float> x(static_cast<size_t>(rows * cols));
     for (float& v : x) v = normal(rng);
     auto row = [&](int64_t r) { return x.data() + r * cols; };
@@ -36,6 +37,7 @@ TEST_P(BackendArgmax, MatchesTheSamplersArgmax) {
     for (int64_t i = 0; i < cols; i += 7) row(3)[i] = nan;
     std::fill(row(4), row(4) + cols, -inf);
     row(5)[cols / 2] = inf, row(5)[cols - 1] = inf;
+    for (int64_t i = 1; i < cols; i += 2) row(6)[i] = nan;
     auto xt = (*backend)->Alloc(DType::kF32, rows, cols);
     auto ids = (*backend)->Alloc(DType::kI32, 1, rows);
     ASSERT_TRUE(xt.ok() && ids.ok());

@@ -99,8 +99,41 @@ absl::Status CpuBackend::Copy(const Tensor& src, const Tensor& dst) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// ds::Argmax's choice among x[0] and x[begin, end): the first index of the largest value, taking
+// only strictly larger values from x[0] on, so a NaN never wins unless at 0, where it stays.
+int64_t ArgmaxFromFirst(const float* x, int64_t begin, int64_t end) {
+  int64_t best = 0;
+  for (int64_t i = begin; i < end; ++i)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+}  // namespace
+
 absl::Status CpuBackend::Argmax(const Tensor& x, const Tensor& ids) {
-  for (int64_t r = 0; r < x.rows; ++r) ids.ptr<int32_t>()[r] = ds::Argmax(x.ptr<float>() + r * x.stride, x.cols);
+  // A vocabulary of 100k+ logits scanned on one thread is ~2% of a decode step on 16 cores: the
+  // threads take pieces of the row, each from x[0] as the CUDA kernel's parts do, and their
+  // choices meet in order (ties to the first index), which is what one pass picks.
+  constexpr int64_t kPiece = 16384;
+  const int64_t pieces = std::min<int64_t>(n_threads_, (x.cols + kPiece - 1) / kPiece);
+  if (pieces <= 1) {
+    for (int64_t r = 0; r < x.rows; ++r) ids.ptr<int32_t>()[r] = ds::Argmax(x.ptr<float>() + r * x.stride, x.cols);
+    return absl::OkStatus();
+  }
+  ScopedOmpThreads threads(n_threads_);
+  std::vector<int64_t> piece_best(static_cast<size_t>(pieces));
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* row = x.ptr<float>() + r * x.stride;
+#pragma omp parallel for
+    for (int64_t p = 0; p < pieces; ++p)
+      piece_best[p] = ArgmaxFromFirst(row, x.cols * p / pieces, x.cols * (p + 1) / pieces);
+    int64_t best = 0;
+    for (int64_t at : piece_best)
+      if (row[at] > row[best]) best = at;
+    ids.ptr<int32_t>()[r] = static_cast<int32_t>(best);
+  }
   return absl::OkStatus();
 }
 
