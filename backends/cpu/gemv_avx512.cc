@@ -275,25 +275,18 @@ void BlockValues(const BlockQ4_0& b, __m512& lo, __m512& hi) {
   hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight)));
 }
 
-template <typename Block>
-void WidenBlocks(const void* row, int64_t n, float* out) {
-  const Block* blocks = static_cast<const Block*>(row);
-  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
-    __m512 lo, hi;
-    BlockValues(blocks[b], lo, hi);
-    _mm512_storeu_ps(out + b * kQuantBlock, lo);
-    _mm512_storeu_ps(out + b * kQuantBlock + 16, hi);
-  }
-}
+// 16 values stored as floats, or rounded to bf16.
+void Store16(float* out, __m512 v) { _mm512_storeu_ps(out, v); }
+void Store16(uint16_t* out, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), RoundToBf16x16(v)); }
 
-template <typename Block>
-void WidenBlocksToBf16(const void* row, int64_t n, uint16_t* out) {
+template <typename Block, typename Out>
+void WidenBlocks(const void* row, int64_t n, Out* out) {
   const Block* blocks = static_cast<const Block*>(row);
   for (int64_t b = 0; b < n / kQuantBlock; ++b) {
     __m512 lo, hi;
     BlockValues(blocks[b], lo, hi);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kQuantBlock), RoundToBf16x16(lo));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * kQuantBlock + 16), RoundToBf16x16(hi));
+    Store16(out + b * kQuantBlock, lo);
+    Store16(out + b * kQuantBlock + 16, hi);
   }
 }
 
@@ -325,8 +318,8 @@ void WidenRowAvx512(DType dtype, const void* row, int64_t n, float* out) {
 
 void WidenRowToBf16Avx512(DType dtype, const void* row, int64_t n, uint16_t* out) {
   switch (dtype) {
-    case DType::kQ8_0: return WidenBlocksToBf16<BlockQ8_0>(row, n, out);
-    case DType::kQ4_0: return WidenBlocksToBf16<BlockQ4_0>(row, n, out);
+    case DType::kQ8_0: return WidenBlocks<BlockQ8_0>(row, n, out);
+    case DType::kQ4_0: return WidenBlocks<BlockQ4_0>(row, n, out);
     default: break;
   }
   // Other formats through f32 a piece at a time (bf16 weights are multiplied where they lie).
