@@ -66,6 +66,8 @@ int DefaultCpuThreads();
 // lower the limit.
 enum class CpuKernels { kPortable, kAvx2, kAvx512 };
 void LimitCpuKernels(CpuKernels limit);
+// The kernels that run: the best the CPU has, at most the limit.
+CpuKernels ActiveCpuKernels();
 // Whether the CPU (and the OS) run AVX512_BF16's instructions: what bf16 products need.
 bool CpuHasAvx512Bf16();
 // Whether the CPU runs AVX2 and FMA: what the AVX2 kernels (and vector_avx2.h's helpers) need.

@@ -296,10 +296,6 @@ CpuKernels DetectCpuKernels() {
 
 std::atomic<CpuKernels> kernel_limit{CpuKernels::kAvx512};
 
-CpuKernels ActiveKernels() {
-  static const CpuKernels detected = DetectCpuKernels();
-  return std::min(detected, kernel_limit.load(std::memory_order_relaxed));
-}
 
 DotRow PickDotRow(DType dtype, CpuKernels kernels) {
   if (kernels == CpuKernels::kAvx512) return PickDotRowAvx512(dtype);
@@ -315,6 +311,11 @@ DotRow PickDotRow(DType dtype, CpuKernels kernels) {
 }  // namespace
 
 void LimitCpuKernels(CpuKernels limit) { kernel_limit = limit; }
+
+CpuKernels ActiveCpuKernels() {
+  static const CpuKernels detected = DetectCpuKernels();
+  return std::min(detected, kernel_limit.load(std::memory_order_relaxed));
+}
 
 bool CpuHasAvx2Fma() {
   static const bool has = [] {
@@ -338,7 +339,7 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
   const float* b = bias ? bias->ptr<float>() : nullptr;
   ScopedOmpThreads threads(n_threads_);
   if (M <= kMaxGemvRows) {
-    const CpuKernels kernels = ActiveKernels();
+    const CpuKernels kernels = ActiveCpuKernels();
     const DotRow dot_row = PickDotRow(w.dtype, kernels);
     if (!dot_row) return absl::InternalError(absl::StrCat("cpu matmul: ", DTypeName(w.dtype), " is not a weight format"));
     // The activations are prepared once per call (int8 codes for the quantized formats, the
@@ -416,7 +417,7 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
   }
   float* const wf = widened.data();
   uint16_t* const wb = rounded.data();
-  const bool avx512 = ActiveKernels() == CpuKernels::kAvx512;  // bf16 products imply it
+  const bool avx512 = ActiveCpuKernels() == CpuKernels::kAvx512;  // bf16 products imply it
   const size_t row_bytes = RowBytes(w.dtype, w.stride);
   for (int64_t j0 = 0; j0 < N; j0 += block) {
     const int64_t n = std::min(block, N - j0);
