@@ -110,7 +110,7 @@ std::vector<double> QuantizedActivations(const float* x, int64_t k) {
   return out;
 }
 
-// A weight format and the most capable kernels the case may use (kAvx512: the best the CPU has).
+// A weight format and the most capable kernels the case may use (kAmx: the best the CPU has).
 struct FormatCase {
   DType dtype;
   CpuKernels limit;
@@ -145,7 +145,7 @@ NarrowProduct RunNarrowMatmul(Backend& backend, DType dtype, int64_t M, int64_t 
 
 class NarrowMatmul : public ::testing::TestWithParam<FormatCase> {
  protected:
-  void TearDown() override { LimitCpuKernels(CpuKernels::kAvx512); }
+  void TearDown() override { LimitCpuKernels(CpuKernels::kAmx); }
 };
 
 TEST_P(NarrowMatmul, MatchesAnF64Reference) {
@@ -186,20 +186,31 @@ TEST_P(NarrowMatmul, MatchesAnF64Reference) {
 // Prompt rows with bf16 products (BackendOptions::bf16_products, the CPU's bf16 compute): where
 // the CPU has AVX512_BF16 the reference rounds the activations and the weights' values to bf16
 // and accumulates in f64, so only the summation order may differ; elsewhere the backend computes
-// in f32, and so does the reference.
-class Bf16Products : public ::testing::TestWithParam<DType> {};
+// in f32, and so does the reference. Each format runs twice: with the best kernels (AMX tiles
+// where the CPU has them) and with AVX-512 at most (oneDNN's bf16 GEMM).
+class Bf16Products : public ::testing::TestWithParam<FormatCase> {
+ protected:
+  void TearDown() override { LimitCpuKernels(CpuKernels::kAmx); }
+};
 
 TEST_P(Bf16Products, MatchRoundedOperands) {
-  const DType dtype = GetParam();
+  const DType dtype = GetParam().dtype;
+  LimitCpuKernels(GetParam().limit);
   auto backend = MakeCpuBackend({.n_threads = 2, .bf16_products = true});
   ASSERT_TRUE(backend.ok());
   const bool rounded = CpuHasAvx512Bf16();
-  std::printf("%s products\n", rounded ? "bf16 (AVX512_BF16)" : "f32 (no AVX512_BF16 here)");
+  std::printf("%s products\n", !rounded                                  ? "f32 (no AVX512_BF16 here)"
+                               : ActiveCpuKernels() == CpuKernels::kAmx ? "bf16 on AMX tiles"
+                                                                        : "bf16 (AVX512_BF16, oneDNN)");
   auto round = [&](float v) { return rounded ? Bf16ToF32(F32ToBf16(v)) : v; };
   std::mt19937 rng(5);
-  for (int64_t M : {17, 40}) {
-    for (int64_t K : {32, 96, 1056}) {
-      for (int64_t N : {1, 7, 33}) {
+  // Rows and weight rows around the AMX kernel's steps of 32, a depth that is no multiple of 32
+  // for bf16 (which oneDNN takes then).
+  const std::vector<int64_t> ks = IsBlockQuantized(dtype) ? std::vector<int64_t>{32, 96, 1056}
+                                                          : std::vector<int64_t>{32, 96, 100, 1056};
+  for (int64_t M : {17, 40, 64}) {
+    for (int64_t K : ks) {
+      for (int64_t N : {1, 7, 33, 64}) {
         const auto [w, x, bias, y] = RunNarrowMatmul(**backend, dtype, M, K, N, rng);
         ASSERT_FALSE(::testing::Test::HasFailure());
         for (int64_t m = 0; m < M; ++m) {
@@ -218,21 +229,29 @@ TEST_P(Bf16Products, MatchRoundedOperands) {
     }
   }
 }
-INSTANTIATE_TEST_SUITE_P(Formats, Bf16Products, ::testing::Values(DType::kBF16, DType::kQ8_0, DType::kQ4_0),
-                         [](const ::testing::TestParamInfo<DType>& param) { return std::string(DTypeName(param.param)); });
 
 std::string FormatCaseName(const ::testing::TestParamInfo<FormatCase>& info) {
   const CpuKernels limit = info.param.limit;
   return std::string(DTypeName(info.param.dtype)) +
-         (limit == CpuKernels::kPortable ? "_portable" : limit == CpuKernels::kAvx2 ? "_avx2" : "_best");
+         (limit == CpuKernels::kPortable ? "_portable"
+          : limit == CpuKernels::kAvx2   ? "_avx2"
+          : limit == CpuKernels::kAvx512 ? "_avx512"
+                                         : "_best");
 }
 std::vector<FormatCase> FormatCases() {
   std::vector<FormatCase> cases;
   for (DType dtype : {DType::kBF16, DType::kQ8_0, DType::kQ4_0})
-    for (CpuKernels limit : {CpuKernels::kAvx512, CpuKernels::kAvx2, CpuKernels::kPortable}) cases.push_back({dtype, limit});
+    for (CpuKernels limit : {CpuKernels::kAmx, CpuKernels::kAvx2, CpuKernels::kPortable}) cases.push_back({dtype, limit});
   return cases;
 }
 INSTANTIATE_TEST_SUITE_P(Formats, NarrowMatmul, ::testing::ValuesIn(FormatCases()), FormatCaseName);
+INSTANTIATE_TEST_SUITE_P(Formats, Bf16Products,
+                         ::testing::Values(FormatCase{DType::kBF16, CpuKernels::kAmx}, FormatCase{DType::kQ8_0, CpuKernels::kAmx},
+                                           FormatCase{DType::kQ4_0, CpuKernels::kAmx},
+                                           FormatCase{DType::kBF16, CpuKernels::kAvx512},
+                                           FormatCase{DType::kQ8_0, CpuKernels::kAvx512},
+                                           FormatCase{DType::kQ4_0, CpuKernels::kAvx512}),
+                         FormatCaseName);
 
 TEST(Bf16Weights, RoundingIsToNearestEven) {
   EXPECT_EQ(F32ToBf16(1.0f), 0x3f80);
@@ -246,7 +265,7 @@ TEST(Bf16Weights, RoundingIsToNearestEven) {
 TEST(WidenRowAvx512, MatchesWidenRow) {
   // The kernels run where the matmul picks AVX-512 (F, BW, VL, VNNI); on other CPUs they are
   // never called, and their instructions would fault.
-  if (ActiveCpuKernels() != CpuKernels::kAvx512) GTEST_SKIP() << "no AVX-512 on this CPU: the kernels never run here";
+  if (ActiveCpuKernels() < CpuKernels::kAvx512) GTEST_SKIP() << "no AVX-512 on this CPU: the kernels never run here";
   std::mt19937 rng(11);
   const uint16_t scales[] = {0x0000, 0x0001, 0x03ff, 0x3c00, 0x7bff, 0xbc00, 0x8001, 0x2e66};
   for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kBF16}) {

@@ -61,15 +61,19 @@ class CpuBackend final : public Backend {
 // (cpu_topology.cc).
 int DefaultCpuThreads();
 
-// The CPU matmul kernels: portable loops, AVX2 (+FMA, F16C), AVX-512 (F, BW, VL, VNNI). The best
-// the CPU has runs, at most the limit; tests and measurements of what the vector kernels gain
-// lower the limit.
-enum class CpuKernels { kPortable, kAvx2, kAvx512 };
+// The CPU matmul kernels: portable loops, AVX2 (+FMA, F16C), AVX-512 (F, BW, VL, VNNI), and
+// AVX-512 with a prompt's bf16 products on AMX tiles (AMX-BF16 and AVX512_BF16 too). The best the
+// CPU has runs, at most the limit; tests and measurements of what the vector kernels gain lower
+// the limit.
+enum class CpuKernels { kPortable, kAvx2, kAvx512, kAmx };
 void LimitCpuKernels(CpuKernels limit);
 // The kernels that run: the best the CPU has, at most the limit.
 CpuKernels ActiveCpuKernels();
 // Whether the CPU (and the OS) run AVX512_BF16's instructions: what bf16 products need.
 bool CpuHasAvx512Bf16();
+// Whether the CPU has AMX tiles with bf16 products besides the AVX-512 kernels' subsets, and Linux
+// lets this process use the tiles' state (asked once, for the whole process).
+bool CpuHasAmxBf16();
 // Whether the CPU runs AVX2 and FMA: what the AVX2 kernels (and vector_avx2.h's helpers) need.
 bool CpuHasAvx2Fma();
 

@@ -13,6 +13,8 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +24,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/gemm_amx.h"
 #include "backends/cpu/gemv.h"
 #include "backends/cpu/vector_avx2.h"
 #include "core/model/dtype.h"
@@ -294,11 +297,11 @@ CpuKernels DetectCpuKernels() {
   return avx512 ? CpuKernels::kAvx512 : CpuKernels::kAvx2;
 }
 
-std::atomic<CpuKernels> kernel_limit{CpuKernels::kAvx512};
+std::atomic<CpuKernels> kernel_limit{CpuKernels::kAmx};
 
 
 DotRow PickDotRow(DType dtype, CpuKernels kernels) {
-  if (kernels == CpuKernels::kAvx512) return PickDotRowAvx512(dtype);
+  if (kernels >= CpuKernels::kAvx512) return PickDotRowAvx512(dtype);
   const bool avx2 = kernels == CpuKernels::kAvx2;
   switch (dtype) {
     case DType::kBF16: return avx2 ? DispatchRows<Bf16Kernel> : DotBf16Portable;
@@ -313,7 +316,10 @@ DotRow PickDotRow(DType dtype, CpuKernels kernels) {
 void LimitCpuKernels(CpuKernels limit) { kernel_limit = limit; }
 
 CpuKernels ActiveCpuKernels() {
-  static const CpuKernels detected = DetectCpuKernels();
+  static const CpuKernels detected = [] {
+    const CpuKernels vector = DetectCpuKernels();
+    return vector == CpuKernels::kAvx512 && CpuHasAvx512Bf16() && CpuHasAmxBf16() ? CpuKernels::kAmx : vector;
+  }();
   return std::min(detected, kernel_limit.load(std::memory_order_relaxed));
 }
 
@@ -321,6 +327,19 @@ bool CpuHasAvx2Fma() {
   static const bool has = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+
+bool CpuHasAmxBf16() {
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (DetectCpuKernels() != CpuKernels::kAvx512 || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    if (!(edx & (1u << 24)) || !(edx & (1u << 22))) return false;  // AMX-TILE, AMX-BF16
+    // Linux gives a process the tiles' 8 KB of state only when asked (ARCH_REQ_XCOMP_PERM for
+    // XFEATURE_XTILEDATA); without it the first tile instruction faults.
+    constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
   }();
   return has;
 }
@@ -351,13 +370,13 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
     BlockBuffers blocks{};
     float* split = nullptr;
     const bool quantized = IsBlockQuantized(w.dtype);
-    const int64_t split_group = kernels == CpuKernels::kAvx512 ? kAvx512SplitGroup : kAvx2SplitGroup;
+    const int64_t split_group = kernels >= CpuKernels::kAvx512 ? kAvx512SplitGroup : kAvx2SplitGroup;
     if (quantized) {
       blocks.q = CacheLineAligned(codes_buffer, M * K);
       x_scales.resize(static_cast<size_t>(M * K / kQuantBlock));
       blocks.d = x_scales.data();
       if (w.dtype == DType::kQ4_0) blocks.q4_offsets = CacheLineAligned(offsets_buffer, M * K / 4);
-      if (kernels == CpuKernels::kAvx512 && Avx512ReadsQuads(w.dtype)) {
+      if (kernels >= CpuKernels::kAvx512 && Avx512ReadsQuads(w.dtype)) {
         blocks.quad_q = CacheLineAligned(quad_codes_buffer, M * K);
         blocks.quad_offsets = CacheLineAligned(quad_offsets_buffer, M * (K / kQ4Quad) * 16);
       }
@@ -392,6 +411,11 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
   // its f16 scale keeps up to 15 significant bits: rounding it is a relative 2^-9, below the
   // quantization's own error), and oneDNN's bf16 GEMM, f32 accumulate.
   const bool bf16 = bf16_products_;
+  if (bf16 && K % 32 == 0 && ActiveCpuKernels() == CpuKernels::kAmx) {
+    GemmAmxBf16(x.ptr<float>(), x.stride, M, K, w.dtype, w.data, RowBytes(w.dtype, w.stride), N, b, y.ptr<float>(),
+                y.stride);
+    return absl::OkStatus();
+  }
   thread_local std::vector<uint16_t> x_bf16;
   const void* x_in = x.data;
   int64_t x_in_stride = x.stride;
@@ -417,7 +441,7 @@ absl::Status CpuBackend::MatmulNarrow(const Tensor& x, const Tensor& w, const Te
   }
   float* const wf = widened.data();
   uint16_t* const wb = rounded.data();
-  const bool avx512 = ActiveCpuKernels() == CpuKernels::kAvx512;  // bf16 products imply it
+  const bool avx512 = ActiveCpuKernels() >= CpuKernels::kAvx512;  // bf16 products imply it
   const size_t row_bytes = RowBytes(w.dtype, w.stride);
   for (int64_t j0 = 0; j0 < N; j0 += block) {
     const int64_t n = std::min(block, N - j0);
