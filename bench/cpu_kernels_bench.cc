@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cpu/cpu_backend.h"
 #include "core/model/dtype.h"
 #include "core/model/quant.h"
 #include "core/sampling/sampler.h"
@@ -87,14 +88,43 @@ void BM_Matmul(benchmark::State& state) {
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * m), benchmark::Counter::kIsRate);
 }
 // The shapes: R1-Distill-Qwen-1.5B's MLP (1536 -> 8960), 7B's (3584 -> 18944), a DeepSeek-V3
-// routed expert (7168 -> 2048). Decode is one row; prefill a 512-token chunk.
+// routed expert (7168 -> 2048), and 1.5B's attention output (1536 -> 1536), small enough that a
+// call's fixed costs (waking the threads, preparing the activations) show. Decode is one row;
+// prefill a 512-token chunk.
 void MatmulShapes(benchmark::internal::Benchmark* b, int64_t rows) {
   for (int64_t f = 0; f < 4; ++f)
-    for (auto [in, out] : {std::pair<int64_t, int64_t>{1536, 8960}, {3584, 18944}, {7168, 2048}})
+    for (auto [in, out] : {std::pair<int64_t, int64_t>{1536, 8960}, {3584, 18944}, {7168, 2048}, {1536, 1536}})
       b->Args({f, in, out, rows});
 }
 BENCHMARK(BM_Matmul)->Name("BM_Gemv")->Apply([](auto* b) { MatmulShapes(b, 1); })->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Matmul)->Name("BM_Gemm512")->Apply([](auto* b) { MatmulShapes(b, 512); })->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// A 512-row prompt's matmul with bf16 products (`--compute bf16`), with the best kernels the CPU
+// has (AMX tiles where it has them) or AVX-512 at most (oneDNN's bf16 GEMM). Args: format index
+// (bf16, Q8_0, Q4_0), in, out, kernels (3 best, 2 AVX-512). Reports GFLOP/s.
+void BM_GemmBf16(benchmark::State& state) {
+  static std::unique_ptr<Backend> backend = [] {
+    auto b = MakeCpuBackend({.n_threads = Threads(), .bf16_products = true});
+    if (!b.ok()) std::abort();
+    return *std::move(b);
+  }();
+  const DType dtype = kFormats[state.range(0)];
+  const int64_t in = state.range(1), out = state.range(2), m = 512;
+  const Tensor w = Weights(dtype, out, in, 1), x = Activations(m, in, 2);
+  const Tensor y = Must(Cpu().Alloc(DType::kF32, m, out));
+  LimitCpuKernels(static_cast<CpuKernels>(state.range(3)));
+  for (auto _ : state)
+    if (!backend->Matmul(x, w, nullptr, y).ok()) state.SkipWithError("matmul failed");
+  LimitCpuKernels(CpuKernels::kAmx);
+  state.SetLabel(std::string(DTypeName(dtype)) + (ActiveCpuKernels() == CpuKernels::kAmx && state.range(3) == 3 ? " amx" : ""));
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * 2e-9 * m * in * out, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_GemmBf16)->Apply([](auto* b) {
+  for (int64_t f = 1; f < 4; ++f)
+    for (auto [in, out] : {std::pair<int64_t, int64_t>{1536, 8960}, {8960, 1536}, {3584, 18944}, {7168, 2048}})
+      for (int64_t kernels : {3, 2}) b->Args({f, in, out, kernels});
+})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // One decode step of attention over `context` cached positions: Qwen 1.5B's 12 query heads over
 // 2 KV heads of 128. Reads K and V once.
