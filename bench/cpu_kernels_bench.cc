@@ -4,6 +4,7 @@
 //   ./build/bench/cpu_kernels_bench --benchmark_filter=Gemv
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -98,6 +99,33 @@ void MatmulShapes(benchmark::internal::Benchmark* b, int64_t rows) {
 }
 BENCHMARK(BM_Matmul)->Name("BM_Gemv")->Apply([](auto* b) { MatmulShapes(b, 1); })->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Matmul)->Name("BM_Gemm512")->Apply([](auto* b) { MatmulShapes(b, 512); })->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// One decode row against weights that come from memory, as in a decode step, where each
+// matrix is read once per token and the model is far larger than the caches: copies of one matrix
+// (at least 512 MB of them), a GEMV on the next copy each iteration. Args: format index, in, out.
+void BM_GemvFromMemory(benchmark::State& state) {
+  const DType dtype = kFormats[state.range(0)];
+  const int64_t in = state.range(1), out = state.range(2);
+  const Tensor first = Weights(dtype, out, in, 1), x = Activations(1, in, 2);
+  const Tensor y = Must(Cpu().Alloc(DType::kF32, 1, out));
+  const int64_t copies = std::max<int64_t>(2, (int64_t{512} << 20) / static_cast<int64_t>(first.nbytes()) + 1);
+  std::vector<Tensor> w{first};
+  for (int64_t c = 1; c < copies; ++c) {
+    w.push_back(Must(Cpu().Alloc(dtype, out, in)));
+    std::memcpy(w.back().data, first.data, first.nbytes());
+  }
+  size_t next = 0;
+  for (auto _ : state) {
+    if (!Cpu().Matmul(x, w[next], nullptr, y).ok()) state.SkipWithError("matmul failed");
+    next = (next + 1) % w.size();
+  }
+  state.SetLabel(DTypeName(dtype));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * first.nbytes()));
+}
+BENCHMARK(BM_GemvFromMemory)->Apply([](auto* b) {
+  for (int64_t f = 1; f < 4; ++f)
+    for (auto [in, out] : {std::pair<int64_t, int64_t>{1536, 8960}, {8960, 1536}, {1536, 1536}}) b->Args({f, in, out});
+})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // A 512-row prompt's matmul with bf16 products (`--compute bf16`), with the best kernels the CPU
 // has (AMX tiles where it has them) or AVX-512 at most (oneDNN's bf16 GEMM). Args: format index
