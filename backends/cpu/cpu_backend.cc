@@ -192,23 +192,29 @@ SiluMulRow PickSiluMul() { return CpuHasAvx2Fma() ? SiluMulAvx2 : SiluMulPortabl
 
 }  // namespace
 
-absl::Status CpuBackend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) {
+// In pieces of a row: a decode step's one row of 8960 or 18944 exponentials, done by one thread
+// while the others wait, would be a serial part of every layer.
+constexpr int64_t kSiluMulPiece = 1024;
+
+void SiluMulPieces(const Tensor& gate, const Tensor& up, const Tensor& y) {
   static const SiluMulRow silu_mul = PickSiluMul();
-  ScopedOmpThreads threads(n_threads_);
-  // In pieces of a row: a decode step's one row of 8960 or 18944 exponentials, done by one thread
-  // while the others wait, would be a serial part of every layer.
-  constexpr int64_t kPiece = 1024;
-  const int64_t pieces = (gate.cols + kPiece - 1) / kPiece;
-#pragma omp parallel for collapse(2) if (gate.rows * gate.cols >= 2 * kPiece)
+  const int64_t pieces = (gate.cols + kSiluMulPiece - 1) / kSiluMulPiece;
+#pragma omp for collapse(2) schedule(static)
   for (int64_t r = 0; r < gate.rows; ++r) {
     for (int64_t p = 0; p < pieces; ++p) {
       const float* g = gate.ptr<float>() + r * gate.stride;
       const float* u = up.ptr<float>() + r * up.stride;
       float* yr = y.ptr<float>() + r * y.stride;
-      const int64_t begin = p * kPiece, end = std::min(gate.cols, (p + 1) * kPiece);
+      const int64_t begin = p * kSiluMulPiece, end = std::min(gate.cols, (p + 1) * kSiluMulPiece);
       silu_mul(g + begin, u + begin, yr + begin, end - begin);
     }
   }
+}
+
+absl::Status CpuBackend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) {
+  ScopedOmpThreads threads(n_threads_);
+#pragma omp parallel if (gate.rows * gate.cols >= 2 * kSiluMulPiece)
+  SiluMulPieces(gate, up, y);
   return absl::OkStatus();
 }
 

@@ -24,6 +24,8 @@ class CpuBackend final : public Backend {
   absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) override;
   absl::Status Add(const Tensor& a, const Tensor& b, const Tensor& y) override;
   absl::Status SiluMul(const Tensor& gate, const Tensor& up, const Tensor& y) override;
+  // A decode step's gate and up GEMVs and their SiluMul in one parallel region (matmul_narrow_cpu.cc).
+  absl::Status GateUp(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y) override;
   absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
   absl::Status Copy(const Tensor& src, const Tensor& dst) override;
   absl::Status Argmax(const Tensor& x, const Tensor& ids) override;
@@ -56,6 +58,10 @@ class CpuBackend final : public Backend {
   std::mutex matmul_mutex_;
   std::map<MatmulKey, MatmulEntry> matmuls_;
 };
+
+// y = silu(gate) * up, rows split in pieces over the threads of the enclosing parallel region (a
+// worksharing loop: every thread of the team must call it).
+void SiluMulPieces(const Tensor& gate, const Tensor& up, const Tensor& y);
 
 // The default thread count: the physical cores among the CPUs this process may run on
 // (cpu_topology.cc).
