@@ -114,6 +114,24 @@ __attribute__((target("avx2,fma"))) void ScoresAvx2(const float* q, const float*
 // arithmetic (its two chains over alternate 8-wide pieces, added, then the tail), so the scores
 // are the same bits: the chains over the first pieces run first for all twelve, kept in memory,
 // then those over the second.
+// acc[a][r] = Σ over the 8-wide pieces at begin, begin + 16, ... (below end) of head a's query
+// times key row r, one FMA chain per (head, key): three heads by four keys.
+__attribute__((target("avx2,fma"), always_inline)) inline void GroupChain(const float* const (&qh)[3],
+                                                                         const float* const (&rows)[4], int64_t begin,
+                                                                         int64_t end, __m256 (&acc)[3][4]) {
+  for (int a = 0; a < 3; ++a)
+    for (int r = 0; r < 4; ++r) acc[a][r] = _mm256_setzero_ps();
+  for (int64_t i = begin; i < end; i += 16) {
+    const __m256 q0 = _mm256_loadu_ps(qh[0] + i), q1 = _mm256_loadu_ps(qh[1] + i), q2 = _mm256_loadu_ps(qh[2] + i);
+    for (int r = 0; r < 4; ++r) {
+      const __m256 key = _mm256_loadu_ps(rows[r] + i);
+      acc[0][r] = _mm256_fmadd_ps(q0, key, acc[0][r]);
+      acc[1][r] = _mm256_fmadd_ps(q1, key, acc[1][r]);
+      acc[2][r] = _mm256_fmadd_ps(q2, key, acc[2][r]);
+    }
+  }
+}
+
 __attribute__((target("avx2,fma"))) void ScoresGroupAvx2(const float* q, int64_t q_head_stride, int64_t heads,
                                                          const float* k, int64_t k_stride, int64_t n_keys,
                                                          int64_t dim, float scale, float* out, int64_t out_stride) {
@@ -126,33 +144,14 @@ __attribute__((target("avx2,fma"))) void ScoresGroupAvx2(const float* q, int64_t
     for (; j + kKeys <= n_keys; j += kKeys) {
       const float* rows[kKeys] = {k + j * k_stride, k + (j + 1) * k_stride, k + (j + 2) * k_stride,
                                   k + (j + 3) * k_stride};
+      // The first chain: pieces 0, 2, 4, ... and, past the last whole 16, one more piece of 8;
+      // the second: pieces 1, 3, 5, ...
       __m256 first[kHeads][kKeys], second[kHeads][kKeys];
-      for (int a = 0; a < kHeads; ++a)
-        for (int r = 0; r < kKeys; ++r) first[a][r] = _mm256_setzero_ps();
-      // The first chain: pieces 0, 2, 4, ... and, past the last whole 16, one more piece of 8.
-      for (int64_t i = 0; i < tail8; i += 16) {
-        const __m256 q0 = _mm256_loadu_ps(qh[0] + i), q1 = _mm256_loadu_ps(qh[1] + i), q2 = _mm256_loadu_ps(qh[2] + i);
-        for (int r = 0; r < kKeys; ++r) {
-          const __m256 key = _mm256_loadu_ps(rows[r] + i);
-          first[0][r] = _mm256_fmadd_ps(q0, key, first[0][r]);
-          first[1][r] = _mm256_fmadd_ps(q1, key, first[1][r]);
-          first[2][r] = _mm256_fmadd_ps(q2, key, first[2][r]);
-        }
-      }
+      GroupChain(qh, rows, 0, tail8, first);
       alignas(32) float kept[kHeads][kKeys][8];
       for (int a = 0; a < kHeads; ++a)
         for (int r = 0; r < kKeys; ++r) _mm256_store_ps(kept[a][r], first[a][r]);
-      for (int a = 0; a < kHeads; ++a)
-        for (int r = 0; r < kKeys; ++r) second[a][r] = _mm256_setzero_ps();
-      for (int64_t i = 8; i < whole; i += 16) {
-        const __m256 q0 = _mm256_loadu_ps(qh[0] + i), q1 = _mm256_loadu_ps(qh[1] + i), q2 = _mm256_loadu_ps(qh[2] + i);
-        for (int r = 0; r < kKeys; ++r) {
-          const __m256 key = _mm256_loadu_ps(rows[r] + i);
-          second[0][r] = _mm256_fmadd_ps(q0, key, second[0][r]);
-          second[1][r] = _mm256_fmadd_ps(q1, key, second[1][r]);
-          second[2][r] = _mm256_fmadd_ps(q2, key, second[2][r]);
-        }
-      }
+      GroupChain(qh, rows, 8, whole, second);
       for (int a = 0; a < kHeads; ++a) {
         for (int r = 0; r < kKeys; ++r) {
           float sum = HorizontalSum(_mm256_add_ps(_mm256_load_ps(kept[a][r]), second[a][r]));
