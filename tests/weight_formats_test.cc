@@ -253,6 +253,21 @@ INSTANTIATE_TEST_SUITE_P(Formats, Bf16Products,
                                            FormatCase{DType::kQ4_0, CpuKernels::kAvx512}),
                          FormatCaseName);
 
+// A SwiGLU over no rows (an expert nobody chose, an empty batch) is nothing to do, on the CPU's
+// one-region GEMV path for each narrow format as on the default composition.
+TEST(GateUp, NoRowsIsNothingToDo) {
+  auto backend = MakeCpuBackend({.n_threads = 2});
+  ASSERT_TRUE(backend.ok());
+  for (DType dtype : {DType::kBF16, DType::kQ8_0, DType::kQ4_0}) {
+    auto gate = (*backend)->Alloc(dtype, 64, 128), up = (*backend)->Alloc(dtype, 64, 128);
+    auto x = (*backend)->Alloc(DType::kF32, 0, 128), y = (*backend)->Alloc(DType::kF32, 0, 64);
+    ASSERT_TRUE(gate.ok() && up.ok() && x.ok() && y.ok());
+    const std::vector<char> zeros(gate->nbytes());
+    ASSERT_TRUE((*backend)->Upload(zeros.data(), *gate).ok() && (*backend)->Upload(zeros.data(), *up).ok());
+    EXPECT_TRUE((*backend)->GateUp(*x, *gate, *up, *y).ok()) << DTypeName(dtype);
+  }
+}
+
 TEST(Bf16Weights, RoundingIsToNearestEven) {
   EXPECT_EQ(F32ToBf16(1.0f), 0x3f80);
   EXPECT_EQ(Bf16ToF32(F32ToBf16(1.00390625f)), 1.0f);       // exactly halfway: to even (down)

@@ -300,7 +300,6 @@ CpuKernels DetectCpuKernels() {
 
 std::atomic<CpuKernels> kernel_limit{CpuKernels::kAmx};
 
-
 DotRow PickDotRow(DType dtype, CpuKernels kernels) {
   if (kernels >= CpuKernels::kAvx512) return PickDotRowAvx512(dtype);
   const bool avx2 = kernels == CpuKernels::kAvx2;
@@ -335,6 +334,8 @@ template <typename More>
 absl::Status GemvRegion(const Tensor& x, const GemvOutput* outputs, int n_outputs, const More& more) {
   const Tensor& w0 = *outputs[0].w;
   const int64_t M = x.rows, N = w0.rows, K = w0.cols;
+  // No rows, nothing to do: the kernels' row count starts at 1 (DispatchRows).
+  if (M == 0) return absl::OkStatus();
   const CpuKernels kernels = ActiveCpuKernels();
   const DotRow dot_row = PickDotRow(w0.dtype, kernels);
   if (!dot_row) return absl::InternalError(absl::StrCat("cpu matmul: ", DTypeName(w0.dtype), " is not a weight format"));
