@@ -27,6 +27,8 @@ struct Case {
   bool bf16, bias;
 };
 
+float RoundToBf16(float v) { return Bf16ToF32(F32ToBf16(v)); }
+
 // Each test's backend: the CPU (two threads) or CUDA, the test skipped where there is no device.
 class FusedProjections : public BackendOpTest {};
 
@@ -121,6 +123,8 @@ TEST_P(FusedProjections, MatchAnF64Reference) {
 // through its own block of w's rows into y's head (y_step apart, gaps left as they were), against
 // an f64 reference: decode, verification and prompt row counts, bf16 and f32 weights, rows per
 // head that CUDA's grouped GEMV takes (multiples of 4) and that it hands back to a GEMV per head.
+// With bf16 weights a backend may round x to bf16 too (CUDA's tensor-core GEMMs do, for a
+// prompt's rows): such a result is held to the reference of the rounded x.
 TEST_P(FusedProjections, HeadsMatmulMatchesAnF64Reference) {
   Backend& b = *backend_;
   struct HeadsCase {
@@ -131,7 +135,8 @@ TEST_P(FusedProjections, HeadsMatmulMatchesAnF64Reference) {
   // W_UV at a verification pass's rows.
   const HeadsCase cases[] = {{1, 16, 512, 128, 192, 576, true}, {5, 16, 128, 512, 512, 128, false},
                              {16, 3, 64, 40, 48, 70, true},     {20, 4, 32, 24, 24, 32, false},
-                             {2, 5, 6, 16, 20, 9, true}};
+                             {2, 5, 6, 16, 20, 9, true},        {40, 16, 64, 128, 192, 576, true},
+                             {24, 3, 64, 40, 48, 70, false}};
   RandomMatrices random(b, 23);
   for (const HeadsCase& c : cases) {
     SCOPED_TRACE(::testing::Message() << "m " << c.m << " heads " << c.heads << " n " << c.n << " k " << c.k
@@ -145,13 +150,17 @@ TEST_P(FusedProjections, HeadsMatmulMatchesAnF64Reference) {
       std::vector<bool> written(y_cols, false);
       for (int64_t h = 0; h < c.heads; ++h) {
         for (int64_t j = 0; j < c.n; ++j) {
-          double want = 0.0;
-          for (int64_t i = 0; i < c.k; ++i)
-            want += static_cast<double>(x.host[r * x_cols + h * c.x_step + i]) * w.host[(h * c.n + j) * c.k + i];
+          double want = 0.0, want_rounded = 0.0;
+          for (int64_t i = 0; i < c.k; ++i) {
+            const float xi = x.host[r * x_cols + h * c.x_step + i];
+            want += static_cast<double>(xi) * w.host[(h * c.n + j) * c.k + i];
+            want_rounded += static_cast<double>(RoundToBf16(xi)) * w.host[(h * c.n + j) * c.k + i];
+          }
           const int64_t col = h * c.y_step + j;
           written[col] = true;
-          ASSERT_NEAR(got[r * y_cols + col], want, 2e-5 * std::sqrt(static_cast<double>(c.k)))
-              << "row " << r << " head " << h << " col " << j;
+          const double tolerance = 2e-5 * std::sqrt(static_cast<double>(c.k)), v = got[r * y_cols + col];
+          if (c.bf16 && std::fabs(v - want) > tolerance) want = want_rounded;
+          ASSERT_NEAR(v, want, tolerance) << "row " << r << " head " << h << " col " << j;
         }
       }
       for (int64_t col = 0; col < y_cols; ++col) {
@@ -214,15 +223,17 @@ Routes MakeRoutes(Backend& b, int64_t T, int64_t n_experts, int64_t top_k, unsig
   return r;
 }
 
-// Adds weight * down(silu(gate x) * up(x)) to out[hidden] and |each term| to scale, in f64.
+// Adds weight * down(silu(gate x) * up(x)) to out[hidden] and |each term| to scale, in f64; with
+// round_h, silu(gate x) * up(x) rounded to bf16 first, as a bf16 GEMM takes it.
 void AddMlp(const float* x, const Matrix& gate, const Matrix& up, const Matrix& down, double weight,
-            std::vector<double>& out, std::vector<double>& scale) {
+            std::vector<double>& out, std::vector<double>& scale, bool round_h = false) {
   const int64_t hidden = gate.t.cols, inter = down.t.cols;
   for (int64_t i = 0; i < inter; ++i) {
     double g = 0.0, u = 0.0;
     for (int64_t c = 0; c < hidden; ++c) g += gate.host[i * hidden + c] * static_cast<double>(x[c]);
     for (int64_t c = 0; c < hidden; ++c) u += up.host[i * hidden + c] * static_cast<double>(x[c]);
-    const double h = weight * (g / (1.0 + std::exp(-g)) * u);
+    const double silu_up = g / (1.0 + std::exp(-g)) * u;
+    const double h = weight * (round_h ? RoundToBf16(static_cast<float>(silu_up)) : silu_up);
     for (int64_t r = 0; r < hidden; ++r) {
       out[r] += h * down.host[r * inter + i];
       scale[r] += std::fabs(h * down.host[r * inter + i]);
@@ -238,7 +249,7 @@ TEST_P(FusedProjections, NormMoeAddMatchesAnF64Reference) {
   };
   const MoeCase cases[] = {{1, 256, 96, 8, 3, 2, true}, {3, 128, 64, 6, 2, 0, false}, {16, 64, 40, 5, 4, 1, true},
                            {20, 64, 32, 4, 2, 1, false}, {2, 36, 20, 4, 2, 1, true}, {3, 40, 21, 4, 2, 2, false},
-                           {5, 72, 24, 7, 3, 2, true}};
+                           {5, 72, 24, 7, 3, 2, true}, {100, 48, 24, 3, 2, 2, false}};
   RandomMatrices random(b, 31);
   unsigned seed = 1;
   for (const MoeCase& c : cases) {
@@ -311,6 +322,66 @@ TEST(CudaMoe, ATokensResultDoesNotDependOnTheTokensBesideIt) {
     for (int fused = 0; fused < 2; ++fused)
       for (size_t i = 0; i < got[0][fused].size(); ++i)
         ASSERT_EQ(got[0][fused][i], got[1][fused][i]) << (fused ? "norm_moe_add" : "moe") << " element " << i;
+  }
+}
+
+// CUDA's prompt path (past 16 tokens): the tokens sorted by expert on the device and each
+// expert's rows run as grouped GEMMs; with bf16 weights they round their inputs (x, or its
+// rms_norm, and silu(gate) * up) to bf16, as its bf16 GEMMs do, and the f64 reference rounds the
+// same values. Shapes for the tensor-core kernel (widths in 16-byte pieces; depths past and short
+// of its steps of 32; experts with more rows than its tiles of 64; outputs past its tiles of 64
+// and 128) and for the kernel of plain FMAs (widths not in 16-byte pieces).
+TEST(CudaMoe, APromptMatchesAReferenceRoundedAsItsGemmsRound) {
+  DS_SKIP_IF_NO_DEVICE(kTargets[1]);
+  auto backend = LoadCudaBackend({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  Backend& b = **backend;
+  struct MoeCase {
+    int64_t T, hidden, inter, n_experts, top_k, n_shared;
+  };
+  const MoeCase cases[] = {{17, 256, 96, 8, 3, 2}, {150, 136, 40, 4, 2, 1}, {300, 64, 136, 6, 4, 0},
+                           {40, 36, 20, 4, 2, 1},  {100, 72, 26, 5, 3, 2}};
+  RandomMatrices random(b, 11);
+  unsigned seed = 1;
+  for (const MoeCase& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "T " << c.T << " hidden " << c.hidden << " inter " << c.inter << " experts "
+                                      << c.n_experts << " top_k " << c.top_k << " shared " << c.n_shared);
+    const MoeLayer l = MakeMoeLayer(random, c.n_experts, c.hidden, c.inter, c.n_shared, true);
+    const Routes routes = MakeRoutes(b, c.T, c.n_experts, c.top_k, seed++);
+    const Matrix x = random.Make(c.T, c.hidden, false), norm = random.Make(1, c.hidden, false);
+    const float eps = 1e-6f;
+    auto fused = b.Alloc(DType::kF32, c.T, c.hidden), plain = b.Alloc(DType::kF32, c.T, c.hidden);
+    ASSERT_TRUE(fused.ok() && plain.ok());
+    ASSERT_TRUE(b.NormMoeAdd(x.t, norm.t, eps, routes.ids_t, routes.weights_t, l.experts,
+                             l.shared ? &*l.shared : nullptr, *fused)
+                    .ok());
+    ASSERT_TRUE(b.Moe(x.t, routes.ids_t, routes.weights_t, l.experts, *plain).ok());
+    const std::vector<float> got_fused = random.Download(*fused), got_plain = random.Download(*plain);
+    for (int64_t t = 0; t < c.T; ++t) {
+      const float* xr = x.host.data() + t * c.hidden;
+      const double inv_rms = ReferenceInverseRms(xr, c.hidden, eps);
+      std::vector<float> normed(c.hidden), rounded(c.hidden);
+      for (int64_t i = 0; i < c.hidden; ++i) {
+        normed[i] = RoundToBf16(static_cast<float>(norm.host[i] * (xr[i] * inv_rms)));
+        rounded[i] = RoundToBf16(xr[i]);
+      }
+      std::vector<double> want_fused(c.hidden), scale_fused(c.hidden), want_plain(c.hidden), scale_plain(c.hidden);
+      for (int64_t r = 0; r < c.hidden; ++r) want_fused[r] = xr[r], scale_fused[r] = std::fabs(xr[r]);
+      for (int64_t j = 0; j < c.top_k; ++j) {
+        const int32_t e = routes.ids[t * c.top_k + j];
+        const double w = routes.weights[t * c.top_k + j];
+        AddMlp(normed.data(), l.gate[e], l.up[e], l.down[e], w, want_fused, scale_fused, true);
+        AddMlp(rounded.data(), l.gate[e], l.up[e], l.down[e], w, want_plain, scale_plain, true);
+      }
+      if (l.shared)
+        AddMlp(normed.data(), l.shared_gate, l.shared_up, l.shared_down, 1.0, want_fused, scale_fused, true);
+      // Left to differ: f32 sums in another order, and the few products whose bf16 rounding a
+      // last-bit difference flips (each a 2^-8 change of one of hundreds of terms).
+      for (int64_t r = 0; r < c.hidden; ++r) {
+        ASSERT_NEAR(got_fused[t * c.hidden + r], want_fused[r], 1e-3 * scale_fused[r]) << "token " << t << " col " << r;
+        ASSERT_NEAR(got_plain[t * c.hidden + r], want_plain[r], 1e-3 * scale_plain[r]) << "moe token " << t << " col " << r;
+      }
+    }
   }
 }
 

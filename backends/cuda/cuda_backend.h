@@ -137,13 +137,17 @@ class CudaBackend final : public Backend {
   bool GateUpOnGemv(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj) const;
   absl::Status GateUpGemv(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj, const Tensor& y,
                           const GemvOptions& options);
-  bool MoeOnDeviceFits(const Tensor& x, const Tensor& ids, const std::vector<MlpWeights>& experts,
-                       const MlpWeights* shared) const;
+  // A layer's experts as the device's kernels take them: pointer tables made on the first call and
+  // kept, with what the layouts allow.
+  struct ExpertPointers {
+    Tensor gate, up, down;  // [1, n_experts] of pointers, as i32 pairs
+    bool usable = false;    // one dtype (bf16 or f32), equal shapes and strides
+    bool aligned = false;   // every matrix 16-byte aligned
+  };
+  absl::StatusOr<const ExpertPointers*> ExpertsOnDevice(const std::vector<MlpWeights>& experts);
   // With norm (not null), x is taken as rms_norm(x) * norm and added to the output.
   absl::Status MoeOnDevice(const Tensor& x, const Tensor* norm, float eps, const Tensor& ids, const Tensor& weights,
                            const std::vector<MlpWeights>& experts, const MlpWeights* shared, const Tensor& out);
-  absl::Status MoeThroughHost(const Tensor& x, const Tensor& ids, const Tensor& weights,
-                              const std::vector<MlpWeights>& experts, const Tensor& out);
   absl::Status AttentionByGemm(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionShape& shape,
                                const Tensor& out);
 
@@ -177,9 +181,6 @@ class CudaBackend final : public Backend {
   std::map<GemmKey, GemmPlan> gemm_plans_;
 
   // Device arrays of the experts' matrix pointers, per expert list (keyed by its first matrix).
-  struct ExpertPointers {
-    Tensor gate, up, down;  // [1, n_experts] of pointers, as i32 pairs
-  };
   std::mutex experts_mutex_;
   std::map<const void*, ExpertPointers> expert_pointers_;
 };

@@ -1,5 +1,5 @@
 // Row-wise and element-wise kernels: RMSNorm, add, SiLU-mul, embedding gather, rope, the bf16
-// conversion ahead of tensor-core GEMMs, and the gather/scatter of routed experts' rows.
+// conversion ahead of tensor-core GEMMs.
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/gemv.cuh"
 #include "backends/cuda/kernels.h"
@@ -343,16 +343,6 @@ cudaError_t LaunchToBf16(const float* x, int64_t xs, int64_t rows, int64_t cols,
   return LaunchRows(rows, cols, stream, [=] __device__(int64_t r, int64_t c) {
     y[r * cols + c] = __bfloat16_as_ushort(__float2bfloat16_rn(x[r * xs + c]));
   });
-}
-
-cudaError_t LaunchScatterAdd(const float* x, int64_t xs, const int32_t* rows, const float* scale, int64_t n, float* y,
-                             int64_t ys, int64_t cols, cudaStream_t stream) {
-  return LaunchRows(n, cols, stream, [=] __device__(int64_t i, int64_t c) { y[rows[i] * ys + c] += scale[i] * x[i * xs + c]; });
-}
-
-cudaError_t LaunchGather(const float* x, int64_t xs, const int32_t* rows, int64_t n, float* y, int64_t ys,
-                         int64_t cols, cudaStream_t stream) {
-  return LaunchRows(n, cols, stream, [=] __device__(int64_t i, int64_t c) { y[i * ys + c] = x[rows[i] * xs + c]; });
 }
 
 }  // namespace ds::cuda

@@ -94,13 +94,6 @@ cudaError_t LaunchArgmax(const float* x, int64_t x_stride, int64_t rows, int64_t
 // y (contiguous [rows, cols] bf16) = x rounded to nearest even.
 cudaError_t LaunchToBf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* y,
                          cudaStream_t stream);
-// y[rows[i]] += scale[i] * x[i]: the routed experts' outputs back into their tokens' rows.
-// Launched once per expert on one stream, so no two launches write a row at once.
-cudaError_t LaunchScatterAdd(const float* x, int64_t x_stride, const int32_t* rows, const float* scale, int64_t n,
-                             float* y, int64_t y_stride, int64_t cols, cudaStream_t stream);
-// y[i] = x[rows[i]]
-cudaError_t LaunchGather(const float* x, int64_t x_stride, const int32_t* rows, int64_t n, float* y,
-                         int64_t y_stride, int64_t cols, cudaStream_t stream);
 
 // y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) for m <= kGemvMaxRows: one pass over the weights,
 // the memory-bound decode path. w is f32 or bf16; accumulation is f32. A row's result does not
@@ -151,6 +144,7 @@ struct ExpertTable {
   const void* shared_down = nullptr;
   int64_t n_shared = 0;
   int64_t shared_gate_up_stride = 0, shared_down_stride = 0;
+  bool aligned = false;  // every matrix above starts 16-byte aligned
 };
 // Segments (top_k + n_shared) a token may have.
 constexpr int64_t kMoeMaxSegments = 64;
@@ -165,6 +159,14 @@ struct MoeInput {
 cudaError_t LaunchMoeDecode(const MoeInput& input, int64_t T, const int32_t* ids, int64_t ids_stride,
                             const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
                             float* h, float* out, int64_t out_stride, int sm_count, cudaStream_t stream);
+
+// Routed experts for a prompt, without leaving the device: LaunchMoeDecode's experts, input and
+// output for any number of tokens, as grouped GEMMs (moe_grouped.cu). scratch holds
+// MoeGroupedScratchBytes; expert ids out of range add nothing.
+int64_t MoeGroupedScratchBytes(int64_t T, int64_t top_k, const ExpertTable& experts);
+cudaError_t LaunchMoeGrouped(const MoeInput& input, int64_t T, const int32_t* ids, int64_t ids_stride,
+                             const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
+                             void* scratch, float* out, int64_t out_stride, cudaStream_t stream);
 
 // DeepSeek-V3 routing (sigmoid, correction bias for the choice, group-limited top-k), a warp
 // per token, of n_experts <= kMaxExperts in n_group <= kMaxGroups groups (else
