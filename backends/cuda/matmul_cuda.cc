@@ -165,12 +165,27 @@ absl::Status CudaBackend::MatmulAdd(const Tensor& x, const Tensor& w, const Tens
   return Gemv(x, w, bias, y, {.residual = residual.ptr<float>(), .residual_stride = residual.stride});
 }
 
-// Every head in one GEMV launch (a block of rows per head) for decode; a prompt's heads are
-// GEMMs, one per head.
+// Every head in one launch: for decode a GEMV (a block of rows per head), for a prompt a batched
+// GEMM (a batch entry per head), x rounded to bf16 once for bf16 weights.
 absl::Status CudaBackend::HeadsMatmul(const Tensor& x, int64_t x_head_stride, const Tensor& w, int64_t n_heads,
                                       const Tensor& y, int64_t y_head_stride) {
-  if (x.rows > kGemvMaxRows || (w.rows / n_heads) % kGemvGroupRowMultiple != 0)
-    return Backend::HeadsMatmul(x, x_head_stride, w, n_heads, y, y_head_stride);
+  const int64_t n = w.rows / n_heads;
+  if (x.rows > kGemvMaxRows) {
+    const bool bf16 = w.dtype == DType::kBF16;
+    GemmCall g{.a_bf16 = bf16, .transpose_a = true, .m = n, .n = x.rows, .k = w.cols, .a = w.data, .lda = w.stride,
+               .stride_a = n * w.stride, .b = x.data, .ldb = x.stride, .stride_b = x_head_stride, .c = y.ptr<float>(),
+               .ldc = y.stride, .stride_c = y_head_stride, .batch = n_heads};
+    Tensor x_bf16;
+    if (bf16) {
+      DS_ASSIGN_OR_RETURN(x_bf16, Alloc(DType::kBF16, x.rows, x.cols));
+      DS_RETURN_IF_ERROR(Check(LaunchToBf16(x.ptr<float>(), x.stride, x.rows, x.cols, x_bf16.ptr<uint16_t>(), stream()),
+                               "to_bf16"));
+      g.b = x_bf16.data;
+      g.ldb = x.cols;
+    }
+    return Gemm(g);
+  }
+  if (n % kGemvGroupRowMultiple != 0) return Backend::HeadsMatmul(x, x_head_stride, w, n_heads, y, y_head_stride);
   return Gemv(x, w, nullptr, y, {.groups = n_heads, .x_group_step = x_head_stride, .y_group_step = y_head_stride});
 }
 
