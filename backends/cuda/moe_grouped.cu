@@ -404,7 +404,9 @@ __global__ void __launch_bounds__(kFmaThreads) GroupedFmaKernel(GroupedArgs a) {
 
 constexpr int kCombineThreads = 256;
 
-// A block per token: its routed rows weighted, in slot order, then its shared rows.
+// A block per token: its routed rows weighted, in slot order, then its shared rows; four columns
+// a thread at a time where the rows allow (kVec4).
+template <bool kVec4>
 __global__ void __launch_bounds__(kCombineThreads)
     CombineKernel(MoeInput in, int64_t T, int64_t top_k, const float* weights, int64_t weights_stride,
                   const int32_t* row_of, const int32_t* start, int64_t n_experts, int64_t n_shared, int64_t hidden,
@@ -422,12 +424,24 @@ __global__ void __launch_bounds__(kCombineThreads)
     scale[threadIdx.x] = 1.0f;
   }
   __syncthreads();
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
-    float sum = 0.0f;
+  constexpr int kWidth = kVec4 ? 4 : 1;
+  using Chunk = std::conditional_t<kVec4, float4, float>;
+  for (int64_t c = threadIdx.x * kWidth; c < hidden; c += blockDim.x * kWidth) {
+    float sum[kWidth] = {};
+    const auto add = [&](int64_t row, float w, bool weighted) {
+      const Chunk v = *reinterpret_cast<const Chunk*>(y + row * hidden + c);
+      const float* f = reinterpret_cast<const float*>(&v);
+#pragma unroll
+      for (int i = 0; i < kWidth; ++i) sum[i] = weighted ? fmaf(w, f[i], sum[i]) : sum[i] + f[i];
+    };
     for (int64_t j = 0; j < top_k; ++j)
-      if (rows[j] >= 0) sum = fmaf(scale[j], y[rows[j] * hidden + c], sum);
-    for (int64_t j = top_k; j < top_k + n_shared; ++j) sum += y[rows[j] * hidden + c];
-    out[t * out_stride + c] = in.norm ? in.x[t * in.x_stride + c] + sum : sum;
+      if (rows[j] >= 0) add(rows[j], scale[j], true);
+    for (int64_t j = top_k; j < top_k + n_shared; ++j) add(rows[j], 1.0f, false);
+#pragma unroll
+    for (int i = 0; i < kWidth; ++i) {
+      const int64_t col = c + i;
+      out[t * out_stride + col] = in.norm ? in.x[t * in.x_stride + col] + sum[i] : sum[i];
+    }
   }
 }
 
@@ -489,7 +503,9 @@ cudaError_t MoeGroupedTyped(const MoeInput& in, int64_t T, const int32_t* ids, i
     if (err == cudaSuccess) err = Launch(GroupedFmaKernel<W, false>, down_grid, kFmaThreads, 0, stream, args);
   }
   if (err != cudaSuccess) return err;
-  return Launch(CombineKernel, static_cast<unsigned>(T), kCombineThreads, 0, stream, in, T, top_k, weights,
+  // y's rows are hidden apart from a 256-byte boundary.
+  return Launch(e.hidden % 4 == 0 ? CombineKernel<true> : CombineKernel<false>, static_cast<unsigned>(T),
+                kCombineThreads, 0, stream, in, T, top_k, weights,
                 weights_stride, static_cast<const int32_t*>(at(s.row_of)), static_cast<const int32_t*>(at(s.start)),
                 e.n_experts, e.n_shared, e.hidden, static_cast<const float*>(args.y), out, out_stride);
 }
