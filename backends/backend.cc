@@ -100,6 +100,11 @@ absl::Status Backend::NormMoeAdd(const Tensor& x, const Tensor& norm, float eps,
   return MatmulAdd(*h, shared->down_proj, nullptr, *routed, out);
 }
 
+absl::Status Backend::SampleTokens(const Tensor& logits, const SamplingFilters& filters,
+                                   absl::Span<const uint64_t> draws, const Tensor& ids) {
+  return absl::UnimplementedError(absl::StrCat(name(), ": this backend samples on the host"));
+}
+
 absl::Status Backend::WriteRows(const Tensor& src, const Tensor& dst, const Position& at) {
   return Copy(src, dst.Rows(at.pos0, src.rows));
 }

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace ds {
 
@@ -79,6 +80,15 @@ struct MoeRouting {
   int64_t top_k = 1;
   bool norm_topk_prob = true;
   float routed_scaling_factor = 1.0f;
+};
+
+// The filters of sampling (core/sampling's SamplingParams without the seed): temperature > 0,
+// top_k 0 for off, top_p 1 for off, min_p 0 for off.
+struct SamplingFilters {
+  float temperature = 1.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
 };
 
 // SwiGLU MLP weights (an expert, a shared expert, a dense layer's MLP).
@@ -182,6 +192,12 @@ class Backend {
   // ties, NaN never chosen past index 0 (as core/sampling's Argmax): greedy decoding's choice
   // without the logits leaving the backend.
   virtual absl::Status Argmax(const Tensor& x, const Tensor& ids) = 0;
+  // ids [1, logits.rows] i32: row r of logits [rows, vocab] sampled with the uniform draw
+  // u = draws[r] * 2^-53 (53-bit integers), from the distribution core/sampling's Sampler draws
+  // from (temperature, then top-k, top-p and min-p), without the logits leaving the backend.
+  // Unimplemented by default: the caller then samples on the host.
+  virtual absl::Status SampleTokens(const Tensor& logits, const SamplingFilters& filters,
+                                    absl::Span<const uint64_t> draws, const Tensor& ids);
 
   // Recording (CUDA graphs). Between BeginRecording and EndRecording the ops that the calling
   // thread issues are recorded instead of run, and the recording replays them, in the order of

@@ -59,8 +59,8 @@ int BenchCommand(int argc, char** argv) {
     } else {
       std::printf("usage: ds bench -m MODEL_DIR [-p PROMPT_TOKENS[,PROMPT_TOKENS...] (512)] [-g GENERATED_TOKENS (64)] "
                   "[-r REPETITIONS (3)]\n"
-                  "Prefill and greedy decode of random token ids after each prompt length (one model load); medians\n"
-                  "over the repetitions.\n%s",
+                  "Prefill and decode of random token ids after each prompt length (one model load); medians over\n"
+                  "the repetitions. Decode is greedy unless --temp (with --top-k, --top-p, --min-p) asks to sample.\n%s",
                   CommonHelp());
       return rest[i] == "--help" || rest[i] == "-h" ? 0 : 2;
     }
@@ -74,7 +74,7 @@ int BenchCommand(int argc, char** argv) {
   ds_engine_info(engine, &info);
   ds_session_options so;
   if (!SessionOptions(o, so)) return 1;
-  so.temperature = 0;  // greedy: the figures do not depend on the seed
+  if (o.temperature < 0) so.temperature = 0;  // greedy unless --temp: the figures then do not depend on the seed
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];

@@ -171,9 +171,31 @@ absl::StatusOr<int32_t> Session::NextToken() {
     return token;
   }
   if (!has_logits()) return absl::FailedPreconditionError("no logits yet: append a prompt first");
-  const int32_t token = sampler_.greedy() ? GreedyToken() : sampler_.Sample(logits(), n_vocab());
+  int32_t token;
+  if (sampler_.greedy()) {
+    token = GreedyToken();
+  } else {
+    DS_ASSIGN_OR_RETURN(token, SampledToken());
+  }
   DS_RETURN_IF_ERROR(Append({&token, 1}));
   return token;
+}
+
+absl::StatusOr<int32_t> Session::SampledToken() {
+  const uint64_t draw = sampler_.Draw();
+  if (logits_.on_backend.valid()) {  // sampled where the logits are, only the id comes back
+    Backend& backend = engine_->backend();
+    DS_ASSIGN_OR_RETURN(Tensor id, backend.Alloc(DType::kI32, 1, 1));
+    const absl::Status s =
+        backend.SampleTokens(logits_.on_backend.Rows(logits_.on_backend.rows - 1, 1), sampler_.filters(), {&draw, 1}, id);
+    if (s.ok()) {
+      int32_t token;
+      DS_RETURN_IF_ERROR(backend.Download(id, &token));
+      return token;
+    }
+    if (!absl::IsUnimplemented(s)) return s;
+  }
+  return sampler_.Sample(logits(), n_vocab(), draw);
 }
 
 absl::Status Session::Truncate(int64_t n) {

@@ -118,6 +118,9 @@ class Session {
   };
   void FetchLogits() const;
   void ClearLogits();
+  // NextToken's sampled choice: on the backend where the logits are and it can
+  // (Backend::SampleTokens, the same draw), else here.
+  absl::StatusOr<int32_t> SampledToken();
 
   std::shared_ptr<const Engine> engine_;
   SessionOptions options_;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/arch/ops.h"
 #include "core/engine.h"
+#include "core/sampling/sampler.h"
 #include "core/session.h"
 #include "ds_c.h"
 #include "gtest/gtest.h"
@@ -244,6 +245,38 @@ TEST_P(GoldenEngine, FinalHiddenAndMtpLogitsMatchTransformers) {
   ASSERT_TRUE(backend.Download(logits, got.data()).ok());
   for (int64_t i = 0; i < T - 1; ++i) {
     ExpectClose(got.data() + i * V, mtp_logits.f32.data() + i * V, V, absl::StrCat("mtp position ", i));
+  }
+}
+
+// Sampling at a temperature, alone and with min-p (where the host's sampler walks the vocabulary
+// in id order), gives the tokens the host's sampler gives on the same logits with the same
+// draws, on every backend: on CUDA the token is drawn on the device (Backend::SampleTokens) and
+// only its id comes back. A second session fed the same tokens holds those logits on the host.
+TEST_P(GoldenEngine, SampledTokensAreTheHostSamplersOnTheSameLogits) {
+  EngineOptions options{.backend = target_.backend == DS_BACKEND_CUDA ? BackendKind::kCuda : BackendKind::kCpu,
+                        .n_threads = 2,
+                        .compute = target_.compute == DS_COMPUTE_BF16 ? ComputeType::kBF16 : ComputeType::kF32};
+  auto engine = Engine::Open(FixturePath(fixture_), options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const int64_t V = (*engine)->config().vocab_size;
+  const RefTensor ids = LoadReference(fixture_, "input_ids");
+  const std::vector<int32_t> prompt(ids.i64.begin(), ids.i64.end());
+  for (const SamplingParams& params : {SamplingParams{.temperature = 0.9f, .seed = 11},
+                                       SamplingParams{.temperature = 1.2f, .min_p = 0.05f, .seed = 12}}) {
+    SessionOptions sampling_options;
+    sampling_options.sampling = params;
+    auto sampled = Session::Create(*engine, sampling_options), mirror = Session::Create(*engine, SessionOptions{});
+    ASSERT_TRUE(sampled.ok() && mirror.ok());
+    ASSERT_TRUE((*sampled)->Append(prompt).ok());
+    ASSERT_TRUE((*mirror)->Append(prompt).ok());
+    Sampler host(params);
+    for (int i = 0; i < 12; ++i) {
+      const int32_t want = host.Sample((*mirror)->logits(), V, host.Draw());
+      auto token = (*sampled)->NextToken();
+      ASSERT_TRUE(token.ok()) << token.status();
+      ASSERT_EQ(*token, want) << fixture_ << " T " << params.temperature << " min_p " << params.min_p << " step " << i;
+      ASSERT_TRUE((*mirror)->Append({&want, 1}).ok());
+    }
   }
 }
 

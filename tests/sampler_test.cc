@@ -26,6 +26,19 @@ std::map<int32_t, int> Histogram(const SamplingParams& p, const std::vector<floa
 // log-probabilities 0.5, 0.25, 0.125, 0.0625, 0.0625
 const std::vector<float> kLogits{std::log(0.5f), std::log(0.25f), std::log(0.125f), std::log(0.0625f), std::log(0.0625f)};
 
+// Sample(logits, n) is Sample(logits, n, Draw()): a backend given the sampler's draw continues
+// the same random stream (Session::NextToken samples on the backend with it).
+TEST(Sampler, SamplingIsOneDrawOfTheStream) {
+  for (const SamplingParams& p : {SamplingParams{.temperature = 0.9f, .seed = 3},
+                                  SamplingParams{.temperature = 1.1f, .top_k = 3, .top_p = 0.9f, .seed = 4}}) {
+    Sampler a(p), b(p);
+    for (int i = 0; i < 200; ++i) {
+      const int32_t want = a.Sample(kLogits.data(), 5);
+      ASSERT_EQ(b.Sample(kLogits.data(), 5, b.Draw()), want) << "draw " << i;
+    }
+  }
+}
+
 TEST(Sampler, TemperatureOneFollowsTheDistribution) {
   const auto h = Histogram({.temperature = 1.0f, .seed = 7}, kLogits, 20000);
   EXPECT_NEAR(h.at(0) / 20000.0, 0.5, 0.02);

@@ -155,6 +155,34 @@ absl::Status CudaBackend::Argmax(const Tensor& x, const Tensor& ids) {
                "argmax");
 }
 
+absl::Status CudaBackend::SampleTokens(const Tensor& logits, const SamplingFilters& filters,
+                                       absl::Span<const uint64_t> draws, const Tensor& ids) {
+  if (static_cast<int64_t>(draws.size()) != logits.rows || ids.cols != logits.rows)
+    return absl::InternalError("sample: a draw and an id for each row of logits");
+  if (!(filters.temperature > 0.0f)) return absl::InternalError("sample: temperature must be > 0");
+  // DS_CUDA_SAMPLING=0 leaves sampling to the host, to measure what this brings.
+  static const bool enabled = [] {
+    const char* v = std::getenv("DS_CUDA_SAMPLING");
+    return !(v && std::string(v) == "0");
+  }();
+  if (!enabled) return absl::UnimplementedError("sample: DS_CUDA_SAMPLING=0");
+  if (logits.cols > kMaxSampleVocab)
+    return absl::UnimplementedError(absl::StrCat("sample: a vocabulary past ", kMaxSampleVocab, " is sampled on the host"));
+  for (int64_t r0 = 0; r0 < logits.rows; r0 += kMaxSampleRows) {
+    const int64_t rows = std::min(kMaxSampleRows, logits.rows - r0);
+    SampleDraws d{};
+    for (int64_t r = 0; r < rows; ++r) d.draw[r] = draws[r0 + r] & ((uint64_t{1} << 53) - 1);
+    DS_ASSIGN_OR_RETURN(Tensor scratch, Alloc(DType::kI32, 1, (SampleScratchBytes(rows) + 3) / 4));
+    const Tensor part = logits.Rows(r0, rows);
+    DS_RETURN_IF_ERROR(Check(LaunchSampleTokens(part.ptr<float>(), part.stride, rows, part.cols,
+                                                {.temperature = filters.temperature, .top_k = filters.top_k,
+                                                 .top_p = filters.top_p, .min_p = filters.min_p},
+                                                d, scratch.data, ids.ptr<int32_t>() + r0, stream()),
+                             "sample"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::Copy(const Tensor& src, const Tensor& dst) {
   if (src.rows == 0 || src.cols == 0) return absl::OkStatus();
   return Check(cudaMemcpy2DAsync(dst.data, RowBytes(dst.dtype, dst.stride), src.data, RowBytes(src.dtype, src.stride),

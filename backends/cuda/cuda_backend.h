@@ -93,6 +93,8 @@ class CudaBackend final : public Backend {
   absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& y) override;
   absl::Status Copy(const Tensor& src, const Tensor& dst) override;
   absl::Status Argmax(const Tensor& x, const Tensor& ids) override;
+  absl::Status SampleTokens(const Tensor& logits, const SamplingFilters& filters, absl::Span<const uint64_t> draws,
+                            const Tensor& ids) override;
   absl::Status WriteRows(const Tensor& src, const Tensor& dst, const Position& at) override;
   absl::Status Rope(const Tensor& x, int64_t n_heads, int64_t head_stride, int64_t rot_dim,
                     const RopeTable& table, RopeLayout layout, const Position& at) override;

@@ -168,6 +168,23 @@ cudaError_t LaunchMoeGrouped(const MoeInput& input, int64_t T, const int32_t* id
                              const float* weights, int64_t weights_stride, int64_t top_k, const ExpertTable& experts,
                              void* scratch, float* out, int64_t out_stride, cudaStream_t stream);
 
+// Sampled token ids (sampling.cu): row r of logits [rows, n] through temperature, top-k (0: off),
+// top-p (1: off) and min-p (0: off) as core/sampling's Sampler filters them, drawn with the uniform
+// draws.draw[r] * 2^-53 by the inverse CDF in id order, into ids[r]. scratch holds
+// SampleScratchBytes(rows). temperature > 0, n <= kMaxSampleVocab, rows <= kMaxSampleRows.
+constexpr int64_t kMaxSampleRows = 64, kMaxSampleVocab = int64_t{1} << 20;
+struct SampleFilters {
+  float temperature;
+  int64_t top_k;
+  float top_p, min_p;
+};
+struct SampleDraws {
+  uint64_t draw[kMaxSampleRows];
+};
+int64_t SampleScratchBytes(int64_t rows);
+cudaError_t LaunchSampleTokens(const float* logits, int64_t stride, int64_t rows, int64_t n, const SampleFilters& filters,
+                               const SampleDraws& draws, void* scratch, int32_t* ids, cudaStream_t stream);
+
 // DeepSeek-V3 routing (sigmoid, correction bias for the choice, group-limited top-k), a warp
 // per token, of n_experts <= kMaxExperts in n_group <= kMaxGroups groups (else
 // cudaErrorInvalidValue); ids [T, top_k] and weights [T, top_k] are its outputs.

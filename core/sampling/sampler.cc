@@ -36,10 +36,10 @@ size_t Sampler::NucleusSize(const std::vector<double>& p, size_t n) const {
   return n_keep;
 }
 
-double Sampler::Uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+double Sampler::Uniform() { return static_cast<double>(Draw()) * 0x1.0p-53; }
 
 // Temperature (and min-p) alone need no ordering: one pass for the weights, one to draw.
-int32_t Sampler::SampleUnsorted(const float* logits, int64_t n) {
+int32_t Sampler::SampleUnsorted(const float* logits, int64_t n, double u) {
   const float max_logit = logits[Argmax(logits, n)];
   // min-p keeps p_i >= min_p * p_max, that is logit_i >= max + T ln(min_p).
   const double floor = params_.min_p > 0.0f ? max_logit + params_.temperature * std::log(params_.min_p) : -INFINITY;
@@ -49,7 +49,7 @@ int32_t Sampler::SampleUnsorted(const float* logits, int64_t n) {
     weights_[i] = logits[i] >= floor ? std::exp((logits[i] - max_logit) / params_.temperature) : 0.0;
     sum += weights_[i];
   }
-  double u = Uniform() * sum;
+  u *= sum;
   int64_t last = 0;
   for (int64_t i = 0; i < n; ++i) {
     if (weights_[i] == 0.0) continue;
@@ -62,7 +62,13 @@ int32_t Sampler::SampleUnsorted(const float* logits, int64_t n) {
 
 int32_t Sampler::Sample(const float* logits, int64_t n) {
   if (params_.temperature <= 0.0f) return Argmax(logits, n);
-  if (params_.top_k == 0 && params_.top_p >= 1.0f) return SampleUnsorted(logits, n);
+  return Sample(logits, n, Draw());
+}
+
+int32_t Sampler::Sample(const float* logits, int64_t n, uint64_t draw) {
+  if (params_.temperature <= 0.0f) return Argmax(logits, n);
+  const double uniform = static_cast<double>(draw & ((uint64_t{1} << 53) - 1)) * 0x1.0p-53;
+  if (params_.top_k == 0 && params_.top_p >= 1.0f) return SampleUnsorted(logits, n, uniform);
 
   // Candidates sorted by logit, highest first (ties: lower id first, so runs are reproducible).
   candidates_.resize(static_cast<size_t>(n));
@@ -109,7 +115,7 @@ int32_t Sampler::Sample(const float* logits, int64_t n) {
 
   double mass = 0;
   for (size_t i = 0; i < keep; ++i) mass += p[i];
-  double u = Uniform() * mass;
+  double u = uniform * mass;
   for (size_t i = 0; i < keep; ++i) {
     u -= p[i];
     if (u < 0) return candidates_[i].second;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "backends/backend.h"
 
 namespace ds {
 
@@ -27,6 +28,14 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
   int32_t Sample(const float* logits, int64_t n);
+  // Sample with the RNG's draw given: the 53-bit integer Draw returns, the uniform draw * 2^-53.
+  // Sample(logits, n) is Sample(logits, n, Draw()) where it samples; a backend that samples
+  // (Backend::SampleTokens) takes the same draw.
+  int32_t Sample(const float* logits, int64_t n, uint64_t draw);
+  uint64_t Draw() { return rng_() >> 11; }
+  SamplingFilters filters() const {
+    return {.temperature = params_.temperature, .top_k = params_.top_k, .top_p = params_.top_p, .min_p = params_.min_p};
+  }
   // The distribution Sample draws from, after temperature, top-k, top-p and min-p (one-hot at
   // the argmax when greedy); speculative sampling compares these. And a draw from one.
   void Probabilities(const float* logits, int64_t n, std::vector<float>& p);
@@ -37,7 +46,7 @@ class Sampler {
 
  private:
   double Uniform();  // [0, 1), the same on every platform for a seed
-  int32_t SampleUnsorted(const float* logits, int64_t n);
+  int32_t SampleUnsorted(const float* logits, int64_t n, double u);
   size_t NucleusSize(const std::vector<double>& p, size_t n) const;
 
   SamplingParams params_;
