@@ -249,8 +249,10 @@ __global__ void __launch_bounds__(kThreads) TiesKernel(Args a) {
 // block's total.
 __device__ uint64_t BlockKeptWeights(const Args& a, const State& s, const float* row, int block, uint64_t& mine,
                                      uint64_t& total) {
-  uint32_t ties_before = 0;
-  for (int b = 0; b < block; ++b) ties_before += s.block_ties[b];
+  // The ties of the blocks before, a count a thread (a loop of dependent-latency loads in one
+  // thread took most of this kernel's 20 us).
+  uint32_t ties_before;
+  BlockExclusiveScan<uint32_t>(threadIdx.x < block ? s.block_ties[threadIdx.x] : 0u, ties_before);
   const int64_t i = static_cast<int64_t>(block) * kThreads + threadIdx.x;
   const float v = i < a.n ? row[i] : -INFINITY;
   const uint32_t key = i < a.n ? Key(v) : 0u;
