@@ -43,6 +43,7 @@ struct Matrix {
 class RandomMatrices {
  public:
   RandomMatrices(Backend& b, unsigned seed) : b_(b), rng_(seed) {}
+  Backend& backend() { return b_; }
   Matrix Make(int64_t rows, int64_t cols, bool bf16) {
     Matrix mat{std::vector<float>(rows * cols), {}};
     std::vector<uint16_t> bits(mat.host.size());
@@ -223,6 +224,20 @@ Routes MakeRoutes(Backend& b, int64_t T, int64_t n_experts, int64_t top_k, unsig
   return r;
 }
 
+// The layer on the backend both ways: NormMoeAdd (the norm in, x added) into fused, Moe (x as it
+// is) into plain.
+void RunMoeLayer(RandomMatrices& random, const MoeLayer& l, const Routes& routes, const Matrix& x, const Matrix& norm,
+                 float eps, std::vector<float>& fused, std::vector<float>& plain) {
+  Backend& b = random.backend();
+  auto fused_t = b.Alloc(DType::kF32, x.t.rows, x.t.cols), plain_t = b.Alloc(DType::kF32, x.t.rows, x.t.cols);
+  ASSERT_TRUE(fused_t.ok() && plain_t.ok());
+  ASSERT_TRUE(b.NormMoeAdd(x.t, norm.t, eps, routes.ids_t, routes.weights_t, l.experts, l.shared ? &*l.shared : nullptr,
+                           *fused_t)
+                  .ok());
+  ASSERT_TRUE(b.Moe(x.t, routes.ids_t, routes.weights_t, l.experts, *plain_t).ok());
+  fused = random.Download(*fused_t), plain = random.Download(*plain_t);
+}
+
 // Adds weight * down(silu(gate x) * up(x)) to out[hidden] and |each term| to scale, in f64; with
 // round_h, silu(gate x) * up(x) rounded to bf16 first, as a bf16 GEMM takes it.
 void AddMlp(const float* x, const Matrix& gate, const Matrix& up, const Matrix& down, double weight,
@@ -241,53 +256,65 @@ void AddMlp(const float* x, const Matrix& gate, const Matrix& up, const Matrix& 
   }
 }
 
-TEST_P(FusedProjections, NormMoeAddMatchesAnF64Reference) {
-  Backend& b = *backend_;
-  struct MoeCase {
-    int64_t T, hidden, inter, n_experts, top_k, n_shared;
-    bool bf16;
-  };
-  const MoeCase cases[] = {{1, 256, 96, 8, 3, 2, true}, {3, 128, 64, 6, 2, 0, false}, {16, 64, 40, 5, 4, 1, true},
-                           {20, 64, 32, 4, 2, 1, false}, {2, 36, 20, 4, 2, 1, true}, {3, 40, 21, 4, 2, 2, false},
-                           {5, 72, 24, 7, 3, 2, true}, {100, 48, 24, 3, 2, 2, false}};
-  RandomMatrices random(b, 31);
+struct MoeCase {
+  int64_t T, hidden, inter, n_experts, top_k, n_shared;
+  bool bf16;
+};
+
+// Each case's layer through NormMoeAdd and Moe against the f64 reference. With rounded (a bf16
+// GEMM's inputs), the reference rounds x, its rms_norm and silu(gate) * up to bf16 as the backend
+// does, and the sums may differ by 1e-3 of their absolute sum (their order, and the few products
+// whose bf16 rounding a last-bit difference flips, each a 2^-8 change of one of hundreds of
+// terms); without, by 1e-4 (f32 sums of a few hundred terms). A term lost, doubled or weighted
+// wrong is far outside either.
+void ExpectMoeCases(Backend& b, RandomMatrices& random, const std::vector<MoeCase>& cases, bool rounded) {
   unsigned seed = 1;
+  const double tolerance = rounded ? 1e-3 : 1e-4;
+  const auto round = [rounded](float v) { return rounded ? RoundToBf16(v) : v; };
   for (const MoeCase& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "T " << c.T << " hidden " << c.hidden << " inter " << c.inter << " top_k "
-                                      << c.top_k << " shared " << c.n_shared << (c.bf16 ? " bf16" : " f32"));
+    SCOPED_TRACE(::testing::Message() << "T " << c.T << " hidden " << c.hidden << " inter " << c.inter << " experts "
+                                      << c.n_experts << " top_k " << c.top_k << " shared " << c.n_shared
+                                      << (c.bf16 ? " bf16" : " f32"));
     const MoeLayer l = MakeMoeLayer(random, c.n_experts, c.hidden, c.inter, c.n_shared, c.bf16);
     const Routes routes = MakeRoutes(b, c.T, c.n_experts, c.top_k, seed++);
     const Matrix x = random.Make(c.T, c.hidden, false), norm = random.Make(1, c.hidden, false);
     const float eps = 1e-6f;
-    auto fused = b.Alloc(DType::kF32, c.T, c.hidden), plain = b.Alloc(DType::kF32, c.T, c.hidden);
-    ASSERT_TRUE(fused.ok() && plain.ok());
-    ASSERT_TRUE(b.NormMoeAdd(x.t, norm.t, eps, routes.ids_t, routes.weights_t, l.experts,
-                             l.shared ? &*l.shared : nullptr, *fused)
-                    .ok());
-    ASSERT_TRUE(b.Moe(x.t, routes.ids_t, routes.weights_t, l.experts, *plain).ok());
-    const std::vector<float> got_fused = random.Download(*fused), got_plain = random.Download(*plain);
+    std::vector<float> got_fused, got_plain;
+    ASSERT_NO_FATAL_FAILURE(RunMoeLayer(random, l, routes, x, norm, eps, got_fused, got_plain));
     for (int64_t t = 0; t < c.T; ++t) {
       const float* xr = x.host.data() + t * c.hidden;
       const double inv_rms = ReferenceInverseRms(xr, c.hidden, eps);
-      std::vector<float> normed(c.hidden);  // f32, as the backends compute it
-      for (int64_t i = 0; i < c.hidden; ++i) normed[i] = static_cast<float>(norm.host[i] * (xr[i] * inv_rms));
+      std::vector<float> normed(c.hidden), plain(c.hidden);  // f32, as the backends compute it
+      for (int64_t i = 0; i < c.hidden; ++i) {
+        normed[i] = round(static_cast<float>(norm.host[i] * (xr[i] * inv_rms)));
+        plain[i] = round(xr[i]);
+      }
       std::vector<double> want_fused(c.hidden), scale_fused(c.hidden), want_plain(c.hidden), scale_plain(c.hidden);
       for (int64_t r = 0; r < c.hidden; ++r) want_fused[r] = xr[r], scale_fused[r] = std::fabs(xr[r]);
       for (int64_t j = 0; j < c.top_k; ++j) {
         const int32_t e = routes.ids[t * c.top_k + j];
         const double w = routes.weights[t * c.top_k + j];
-        AddMlp(normed.data(), l.gate[e], l.up[e], l.down[e], w, want_fused, scale_fused);
-        AddMlp(xr, l.gate[e], l.up[e], l.down[e], w, want_plain, scale_plain);
+        AddMlp(normed.data(), l.gate[e], l.up[e], l.down[e], w, want_fused, scale_fused, rounded);
+        AddMlp(plain.data(), l.gate[e], l.up[e], l.down[e], w, want_plain, scale_plain, rounded);
       }
-      if (l.shared) AddMlp(normed.data(), l.shared_gate, l.shared_up, l.shared_down, 1.0, want_fused, scale_fused);
-      // f32 sums of a few hundred terms: well within 1e-4 of their absolute sum; a term lost,
-      // doubled or weighted wrong is far outside it.
+      if (l.shared)
+        AddMlp(normed.data(), l.shared_gate, l.shared_up, l.shared_down, 1.0, want_fused, scale_fused, rounded);
       for (int64_t r = 0; r < c.hidden; ++r) {
-        ASSERT_NEAR(got_fused[t * c.hidden + r], want_fused[r], 1e-4 * scale_fused[r]) << "token " << t << " col " << r;
-        ASSERT_NEAR(got_plain[t * c.hidden + r], want_plain[r], 1e-4 * scale_plain[r]) << "moe token " << t << " col " << r;
+        ASSERT_NEAR(got_fused[t * c.hidden + r], want_fused[r], tolerance * scale_fused[r]) << "token " << t << " col " << r;
+        ASSERT_NEAR(got_plain[t * c.hidden + r], want_plain[r], tolerance * scale_plain[r])
+            << "moe token " << t << " col " << r;
       }
     }
   }
+}
+
+TEST_P(FusedProjections, NormMoeAddMatchesAnF64Reference) {
+  RandomMatrices random(*backend_, 31);
+  ExpectMoeCases(*backend_, random,
+                 {{1, 256, 96, 8, 3, 2, true}, {3, 128, 64, 6, 2, 0, false}, {16, 64, 40, 5, 4, 1, true},
+                  {20, 64, 32, 4, 2, 1, false}, {2, 36, 20, 4, 2, 1, true}, {3, 40, 21, 4, 2, 2, false},
+                  {5, 72, 24, 7, 3, 2, true}, {100, 48, 24, 3, 2, 2, false}},
+                 /*rounded=*/false);
 }
 
 // CUDA's MoE kernels, as its GEMV, compute a token the same way whatever other tokens the call
@@ -335,54 +362,11 @@ TEST(CudaMoe, APromptMatchesAReferenceRoundedAsItsGemmsRound) {
   DS_SKIP_IF_NO_DEVICE(kTargets[1]);
   auto backend = LoadCudaBackend({});
   ASSERT_TRUE(backend.ok()) << backend.status();
-  Backend& b = **backend;
-  struct MoeCase {
-    int64_t T, hidden, inter, n_experts, top_k, n_shared;
-  };
-  const MoeCase cases[] = {{17, 256, 96, 8, 3, 2}, {150, 136, 40, 4, 2, 1}, {300, 64, 136, 6, 4, 0},
-                           {40, 36, 20, 4, 2, 1},  {100, 72, 26, 5, 3, 2}};
-  RandomMatrices random(b, 11);
-  unsigned seed = 1;
-  for (const MoeCase& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "T " << c.T << " hidden " << c.hidden << " inter " << c.inter << " experts "
-                                      << c.n_experts << " top_k " << c.top_k << " shared " << c.n_shared);
-    const MoeLayer l = MakeMoeLayer(random, c.n_experts, c.hidden, c.inter, c.n_shared, true);
-    const Routes routes = MakeRoutes(b, c.T, c.n_experts, c.top_k, seed++);
-    const Matrix x = random.Make(c.T, c.hidden, false), norm = random.Make(1, c.hidden, false);
-    const float eps = 1e-6f;
-    auto fused = b.Alloc(DType::kF32, c.T, c.hidden), plain = b.Alloc(DType::kF32, c.T, c.hidden);
-    ASSERT_TRUE(fused.ok() && plain.ok());
-    ASSERT_TRUE(b.NormMoeAdd(x.t, norm.t, eps, routes.ids_t, routes.weights_t, l.experts,
-                             l.shared ? &*l.shared : nullptr, *fused)
-                    .ok());
-    ASSERT_TRUE(b.Moe(x.t, routes.ids_t, routes.weights_t, l.experts, *plain).ok());
-    const std::vector<float> got_fused = random.Download(*fused), got_plain = random.Download(*plain);
-    for (int64_t t = 0; t < c.T; ++t) {
-      const float* xr = x.host.data() + t * c.hidden;
-      const double inv_rms = ReferenceInverseRms(xr, c.hidden, eps);
-      std::vector<float> normed(c.hidden), rounded(c.hidden);
-      for (int64_t i = 0; i < c.hidden; ++i) {
-        normed[i] = RoundToBf16(static_cast<float>(norm.host[i] * (xr[i] * inv_rms)));
-        rounded[i] = RoundToBf16(xr[i]);
-      }
-      std::vector<double> want_fused(c.hidden), scale_fused(c.hidden), want_plain(c.hidden), scale_plain(c.hidden);
-      for (int64_t r = 0; r < c.hidden; ++r) want_fused[r] = xr[r], scale_fused[r] = std::fabs(xr[r]);
-      for (int64_t j = 0; j < c.top_k; ++j) {
-        const int32_t e = routes.ids[t * c.top_k + j];
-        const double w = routes.weights[t * c.top_k + j];
-        AddMlp(normed.data(), l.gate[e], l.up[e], l.down[e], w, want_fused, scale_fused, true);
-        AddMlp(rounded.data(), l.gate[e], l.up[e], l.down[e], w, want_plain, scale_plain, true);
-      }
-      if (l.shared)
-        AddMlp(normed.data(), l.shared_gate, l.shared_up, l.shared_down, 1.0, want_fused, scale_fused, true);
-      // Left to differ: f32 sums in another order, and the few products whose bf16 rounding a
-      // last-bit difference flips (each a 2^-8 change of one of hundreds of terms).
-      for (int64_t r = 0; r < c.hidden; ++r) {
-        ASSERT_NEAR(got_fused[t * c.hidden + r], want_fused[r], 1e-3 * scale_fused[r]) << "token " << t << " col " << r;
-        ASSERT_NEAR(got_plain[t * c.hidden + r], want_plain[r], 1e-3 * scale_plain[r]) << "moe token " << t << " col " << r;
-      }
-    }
-  }
+  RandomMatrices random(**backend, 11);
+  ExpectMoeCases(**backend, random,
+                 {{17, 256, 96, 8, 3, 2, true}, {150, 136, 40, 4, 2, 1, true}, {300, 64, 136, 6, 4, 0, true},
+                  {40, 36, 20, 4, 2, 1, true}, {100, 72, 26, 5, 3, 2, true}},
+                 /*rounded=*/true);
 }
 
 // CUDA's GEMV computes an activation row the same way whatever other rows the call has: what lets

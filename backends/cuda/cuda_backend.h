@@ -134,6 +134,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream() const;
   absl::StatusOr<std::shared_ptr<void>> Allocate(size_t bytes);
   absl::Status Gemm(const GemmCall& call);
+  // call with x's rows as B (x rounded to bf16 first for bf16 weights).
+  absl::Status GemmOfRows(GemmCall call, const Tensor& x);
   // The decode path (x.rows <= kGemvMaxRows) of Matmul and GateUp, with the GEMV's options.
   absl::Status Gemv(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, const GemvOptions& options);
   bool GateUpOnGemv(const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj) const;

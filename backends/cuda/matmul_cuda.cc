@@ -101,21 +101,29 @@ absl::Status CudaBackend::Gemm(const GemmCall& g) {
                  "matmul");
 }
 
-absl::Status CudaBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
-  const bool bf16 = w.dtype == DType::kBF16;
-  if (x.rows <= kGemvMaxRows) return Gemv(x, w, bias, y, {});
-  // Column-major view: yᵀ [n, m] = w [n, k] (stored as k x n, transposed) · xᵀ [k, m].
-  GemmCall g{.a_bf16 = bf16, .transpose_a = true, .m = w.rows, .n = x.rows, .k = w.cols, .a = w.data, .lda = w.stride,
-             .b = x.data, .ldb = x.stride, .c = y.ptr<float>(), .ldc = y.stride};
+// g with x's rows as its B (column-major: xᵀ), rounded to bf16 first where the weights are bf16
+// (one conversion however many batch entries read x).
+absl::Status CudaBackend::GemmOfRows(GemmCall g, const Tensor& x) {
+  g.b = x.data;
+  g.ldb = x.stride;
   Tensor x_bf16;
-  if (bf16) {
+  if (g.a_bf16) {
     DS_ASSIGN_OR_RETURN(x_bf16, Alloc(DType::kBF16, x.rows, x.cols));
     DS_RETURN_IF_ERROR(Check(LaunchToBf16(x.ptr<float>(), x.stride, x.rows, x.cols, x_bf16.ptr<uint16_t>(), stream()),
                              "to_bf16"));
     g.b = x_bf16.data;
     g.ldb = x.cols;
   }
-  DS_RETURN_IF_ERROR(Gemm(g));
+  return Gemm(g);
+}
+
+absl::Status CudaBackend::Matmul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
+  const bool bf16 = w.dtype == DType::kBF16;
+  if (x.rows <= kGemvMaxRows) return Gemv(x, w, bias, y, {});
+  // Column-major view: yᵀ [n, m] = w [n, k] (stored as k x n, transposed) · xᵀ [k, m].
+  DS_RETURN_IF_ERROR(GemmOfRows({.a_bf16 = bf16, .transpose_a = true, .m = w.rows, .n = x.rows, .k = w.cols, .a = w.data,
+                                 .lda = w.stride, .c = y.ptr<float>(), .ldc = y.stride},
+                                x));
   if (!bias) return absl::OkStatus();
   return Check(LaunchAdd(y.ptr<float>(), y.stride, bias->ptr<float>(), 0, y.ptr<float>(), y.stride, y.rows, y.cols,
                          stream()),
@@ -171,19 +179,10 @@ absl::Status CudaBackend::HeadsMatmul(const Tensor& x, int64_t x_head_stride, co
                                       const Tensor& y, int64_t y_head_stride) {
   const int64_t n = w.rows / n_heads;
   if (x.rows > kGemvMaxRows) {
-    const bool bf16 = w.dtype == DType::kBF16;
-    GemmCall g{.a_bf16 = bf16, .transpose_a = true, .m = n, .n = x.rows, .k = w.cols, .a = w.data, .lda = w.stride,
-               .stride_a = n * w.stride, .b = x.data, .ldb = x.stride, .stride_b = x_head_stride, .c = y.ptr<float>(),
-               .ldc = y.stride, .stride_c = y_head_stride, .batch = n_heads};
-    Tensor x_bf16;
-    if (bf16) {
-      DS_ASSIGN_OR_RETURN(x_bf16, Alloc(DType::kBF16, x.rows, x.cols));
-      DS_RETURN_IF_ERROR(Check(LaunchToBf16(x.ptr<float>(), x.stride, x.rows, x.cols, x_bf16.ptr<uint16_t>(), stream()),
-                               "to_bf16"));
-      g.b = x_bf16.data;
-      g.ldb = x.cols;
-    }
-    return Gemm(g);
+    return GemmOfRows({.a_bf16 = w.dtype == DType::kBF16, .transpose_a = true, .m = n, .n = x.rows, .k = w.cols,
+                       .a = w.data, .lda = w.stride, .stride_a = n * w.stride, .stride_b = x_head_stride,
+                       .c = y.ptr<float>(), .ldc = y.stride, .stride_c = y_head_stride, .batch = n_heads},
+                      x);
   }
   if (n % kGemvGroupRowMultiple != 0) return Backend::HeadsMatmul(x, x_head_stride, w, n_heads, y, y_head_stride);
   return Gemv(x, w, nullptr, y, {.groups = n_heads, .x_group_step = x_head_stride, .y_group_step = y_head_stride});

@@ -98,6 +98,23 @@ __device__ GroupWeights<W> WeightsOf(const ExpertTable& e, int64_t g) {
           static_cast<const W*>(e.shared_down) + s * e.inter, e.shared_gate_up_stride, e.shared_down_stride};
 }
 
+// A block's share of a grouped GEMM: its tile, the tile's group's matrices, and the product's
+// depth and outputs (gate/up: hidden deep, inter out; down: the reverse).
+template <typename W, bool kGateUp>
+struct TileWork {
+  Tile tile;
+  GroupWeights<W> w;
+  int64_t depth, outputs;
+};
+template <typename W, bool kGateUp>
+__device__ bool FindTileWork(const GroupedArgs& a, TileWork<W, kGateUp>& work) {
+  if (!FindTile(a, blockIdx.x, work.tile)) return false;
+  work.w = WeightsOf<W>(a.e, work.tile.group);
+  work.depth = kGateUp ? a.e.hidden : a.e.inter;
+  work.outputs = kGateUp ? a.e.inter : a.e.hidden;
+  return true;
+}
+
 __device__ __forceinline__ float Silu(float g) { return g / (1.0f + expf(-g)); }
 __device__ __forceinline__ void StoreAs(float* p, float v) { *p = v; }
 __device__ __forceinline__ void StoreAs(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
@@ -229,11 +246,10 @@ __global__ void __launch_bounds__(kMmaThreads) GroupedMmaKernel(GroupedArgs a) {
   auto weights_tile = reinterpret_cast<__nv_bfloat16(*)[kTileWeightRows][kPitch]>(
       tiles_memory + static_cast<size_t>(kStages) * kTileRows * kPitch * 2);
   WaitForPreviousKernels();
-  Tile tile;
-  if (!FindTile(a, blockIdx.x, tile)) return;
+  TileWork<__nv_bfloat16, kGateUp> work;
+  if (!FindTileWork(a, work)) return;
   const ExpertTable& e = a.e;
-  const GroupWeights<__nv_bfloat16> w = WeightsOf<__nv_bfloat16>(e, tile.group);
-  const int64_t depth = kGateUp ? e.hidden : e.inter, outputs = kGateUp ? e.inter : e.hidden;
+  const auto& [tile, w, depth, outputs] = work;
   const int64_t out0 = blockIdx.y * (kGateUp ? kTileWeightRows / 2 : kTileWeightRows);
 
   // Each thread copies the 16-byte piece `piece` of rows tid / kPieces + kPass i.
@@ -258,7 +274,8 @@ __global__ void __launch_bounds__(kMmaThreads) GroupedMmaKernel(GroupedArgs a) {
   const __nv_bfloat16* weight_src =
       (kGateUp ? ((row_in_pass / 8) % 2 ? w.up : w.gate) : w.down) + out_first * weight_stride;
   const int64_t stages = CeilDiv(depth, kDepth);
-  const auto load = [&](int stage, int64_t s) {
+  // depth and outputs are structured bindings, which a C++17 lambda takes only by init-capture.
+  const auto load = [&, depth = depth, outputs = outputs](int stage, int64_t s) {
     const int64_t k = s * kDepth + piece * 8;
     const bool k_ok = k < depth;
 #pragma unroll
@@ -346,11 +363,10 @@ __global__ void __launch_bounds__(kFmaThreads) GroupedFmaKernel(GroupedArgs a) {
   __shared__ float rows_tile[kFmaDepth][kTileRows + 1];
   __shared__ float weights_tile[kMats][kFmaDepth][kFmaOutputs + 1];
   WaitForPreviousKernels();
-  Tile tile;
-  if (!FindTile(a, blockIdx.x, tile)) return;
+  TileWork<W, kGateUp> work;
+  if (!FindTileWork(a, work)) return;
   const ExpertTable& e = a.e;
-  const GroupWeights<W> w = WeightsOf<W>(e, tile.group);
-  const int64_t depth = kGateUp ? e.hidden : e.inter, outputs = kGateUp ? e.inter : e.hidden;
+  const auto& [tile, w, depth, outputs] = work;
   const int64_t out0 = blockIdx.y * kFmaOutputs;
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   float acc[kMats][4][4] = {};
