@@ -226,6 +226,23 @@ void BM_Sample(benchmark::State& state) {
 }
 BENCHMARK(BM_Sample)->DenseRange(0, 2)->Unit(benchmark::kMicrosecond);
 
+// The distribution a sampled token is drawn from, over the whole vocabulary: what speculative
+// sampling reads for every drafted position.
+void BM_Probabilities(benchmark::State& state) {
+  const std::vector<float> logits = Random(129280, 5, 3.0f);
+  const SamplingParams settings[] = {{.temperature = 0.7f, .seed = 1},
+                                     {.temperature = 0.7f, .top_k = 40, .top_p = 0.95f, .seed = 1},
+                                     {.temperature = 0.7f, .top_p = 0.95f, .seed = 1}};
+  Sampler sampler(settings[state.range(0)]);
+  std::vector<float> p;
+  for (auto _ : state) {
+    sampler.Probabilities(logits.data(), static_cast<int64_t>(logits.size()), p);
+    benchmark::DoNotOptimize(p.data());
+  }
+  state.SetLabel(state.range(0) == 0 ? "temperature" : state.range(0) == 1 ? "top-k 40, top-p 0.95" : "top-p 0.95");
+}
+BENCHMARK(BM_Probabilities)->DenseRange(0, 2)->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 }  // namespace ds
 

@@ -83,6 +83,58 @@ TEST(Sampler, TopPOverALargeVocabularyReachesTheWholeNucleus) {
   EXPECT_GT(deepest, nucleus * 9 / 10);
 }
 
+// Probabilities (what speculative sampling compares) against the filters' definition over a whole
+// sort, in f64: every token sorted by logit (ties: lower id first), the k best, softmax at the
+// temperature, the shortest prefix reaching top_p, then p >= min_p * p_max, renormalized. A random
+// vocabulary with tied logits, each filter alone and together.
+TEST(Sampler, ProbabilitiesFollowTheFiltersDefinition) {
+  const int n = 6000;
+  std::vector<float> logits(n);
+  uint32_t state = 12345;
+  for (float& v : logits) {
+    state = state * 1664525u + 1013904223u;
+    v = static_cast<float>(state >> 8) / static_cast<float>(1 << 24) * 6.0f - 3.0f;
+  }
+  for (int i = 0; i < n; i += 97) logits[i] = 2.5f;  // ties, some at the top-k boundary
+  std::vector<int> order(n);
+  for (int i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  const SamplingParams settings[] = {{.temperature = 0.8f},
+                                     {.temperature = 1.0f, .top_k = 50},
+                                     {.temperature = 0.7f, .top_p = 0.9f},
+                                     {.temperature = 1.2f, .min_p = 0.05f},
+                                     {.temperature = 0.9f, .top_k = 70, .top_p = 0.8f, .min_p = 0.1f},
+                                     {.temperature = 1.0f, .top_k = 1},
+                                     {.temperature = 1.0f, .top_k = 10000, .top_p = 0.95f}};  // k past n
+  for (const SamplingParams& p : settings) {
+    SCOPED_TRACE(::testing::Message() << "T " << p.temperature << " top_k " << p.top_k << " top_p " << p.top_p
+                                      << " min_p " << p.min_p);
+    size_t keep = p.top_k > 0 ? static_cast<size_t>(p.top_k) : order.size();
+    std::vector<double> w(keep);
+    double sum = 0;
+    for (size_t i = 0; i < keep; ++i) sum += w[i] = std::exp((logits[order[i]] - logits[order[0]]) / p.temperature);
+    if (p.top_p < 1.0f) {
+      double cumulative = 0;
+      size_t nucleus = 0;
+      while (nucleus < keep && cumulative < p.top_p * sum) cumulative += w[nucleus++];
+      keep = nucleus;
+    }
+    size_t above_min_p = 1;
+    while (above_min_p < keep && w[above_min_p] >= p.min_p * w[0]) ++above_min_p;
+    if (p.min_p > 0.0f) keep = above_min_p;
+    double mass = 0;
+    for (size_t i = 0; i < keep; ++i) mass += w[i];
+    std::vector<double> want(n, 0.0);
+    for (size_t i = 0; i < keep; ++i) want[order[i]] = w[i] / mass;
+    Sampler sampler(p);
+    std::vector<float> got;
+    sampler.Probabilities(logits.data(), n, got);
+    ASSERT_EQ(got.size(), static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-5 * want[i]) << "token " << i;
+  }
+}
+
 TEST(Sampler, MinPDropsTheUnlikely) {
   // min_p 0.2: threshold 0.1, so 0.125 stays and 0.0625 goes.
   const auto h = Histogram({.temperature = 1.0f, .min_p = 0.2f, .seed = 3}, kLogits, 5000);

@@ -46,7 +46,9 @@ class Sampler {
 
  private:
   double Uniform();  // [0, 1), the same on every platform for a seed
+  double UnsortedWeights(const float* logits, int64_t n);
   int32_t SampleUnsorted(const float* logits, int64_t n, double u);
+  size_t SortedKept(const float* logits, int64_t n, std::vector<double>& p);
   size_t NucleusSize(const std::vector<double>& p, size_t n) const;
 
   SamplingParams params_;
