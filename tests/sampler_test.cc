@@ -110,7 +110,7 @@ TEST(Sampler, ProbabilitiesFollowTheFiltersDefinition) {
   for (const SamplingParams& p : settings) {
     SCOPED_TRACE(::testing::Message() << "T " << p.temperature << " top_k " << p.top_k << " top_p " << p.top_p
                                       << " min_p " << p.min_p);
-    size_t keep = p.top_k > 0 ? static_cast<size_t>(p.top_k) : order.size();
+    size_t keep = p.top_k > 0 ? std::min(static_cast<size_t>(p.top_k), order.size()) : order.size();
     std::vector<double> w(keep);
     double sum = 0;
     for (size_t i = 0; i < keep; ++i) sum += w[i] = std::exp((logits[order[i]] - logits[order[0]]) / p.temperature);
