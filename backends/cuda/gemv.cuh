@@ -1,6 +1,7 @@
 // The decode GEMV's device code (GemvRows and its helpers), for gemv.cu's kernels and for the
 // kernels elsewhere that run a GEMV beside or before other work in one launch (the router with
-// the routing, MLA's absorbed query with its rope and cache write).
+// the routing, MLA's absorbed query with its rope and cache write; InverseRms also for the MoE
+// prompt's input norm).
 #pragma once
 
 #include "backends/cuda/common.cuh"

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "backends/cuda/common.cuh"
+#include "backends/cuda/gemv.cuh"
 #include "backends/cuda/kernels.h"
 
 namespace ds::cuda {
@@ -121,20 +122,17 @@ __device__ __forceinline__ void StoreAs(__nv_bfloat16* p, float v) { *p = __floa
 
 // --- input -----------------------------------------------------------------------------------
 
-// A block per token: its row (normalized as RmsNormKernel does, where norm is given) in W.
+// A block (of kWarps warps, as InverseRms wants) per token: its row, normalized where norm is
+// given, in W.
 template <typename W>
-__global__ void InputKernel(MoeInput in, int64_t hidden, W* xs) {
+__global__ void __launch_bounds__(kWarps * 32) InputKernel(MoeInput in, int64_t hidden, W* xs) {
   WaitForPreviousKernels();
   const float* x = in.x + blockIdx.x * in.x_stride;
   W* out = xs + blockIdx.x * hidden;
-  float inv_rms = 1.0f;
-  if (in.norm) {
-    float sum_sq = 0.0f;
-    for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) sum_sq += x[i] * x[i];
-    sum_sq = BlockSum(sum_sq);
-    inv_rms = rsqrtf(sum_sq / static_cast<float>(hidden) + in.eps);
-  }
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) StoreAs(out + i, in.norm ? in.norm[i] * (x[i] * inv_rms) : x[i]);
+  float inv_rms[1] = {1.0f};
+  if (in.norm) InverseRms<1, false>(x, 0, 1, hidden, in.eps, inv_rms);
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x)
+    StoreAs(out + i, in.norm ? in.norm[i] * (x[i] * inv_rms[0]) : x[i]);
 }
 
 // --- sort ------------------------------------------------------------------------------------
@@ -488,7 +486,7 @@ cudaError_t MoeGroupedTyped(const MoeInput& in, int64_t T, const int32_t* ids, i
   const auto at = [&](int64_t offset) { return reinterpret_cast<int32_t*>(base + offset); };
   const int64_t groups = e.n_experts + e.n_shared;
   W* xs = reinterpret_cast<W*>(base + s.xs);
-  if (cudaError_t err = Launch(InputKernel<W>, static_cast<unsigned>(T), 256, 0, stream, in, e.hidden, xs);
+  if (cudaError_t err = Launch(InputKernel<W>, static_cast<unsigned>(T), kWarps * 32, 0, stream, in, e.hidden, xs);
       err != cudaSuccess)
     return err;
   if (cudaError_t err = Launch(SortKernel, static_cast<unsigned>(e.n_experts), kSortThreads, e.n_experts * sizeof(int),
